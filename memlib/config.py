@@ -1,0 +1,302 @@
+"""One validated configuration per run.
+
+``RunConfig`` holds every setting of a training run with a typed, commented default. Defaults are the
+paper's Sec. 5 setting (ResNet-18, CIFAR-10, l-inf 8/255, PGD-10 with alpha 2/255, SGD 0.1, decay at
+100/150 of 200 epochs, weight decay 5e-4, batch 128). Where a default follows the authors' public code
+rather than the text, the comment says so (see REFERENCE_FACTS in the project's shared paper folder).
+
+Unknown keys and invalid values raise ``ConfigError`` with one line, before any data is read or any
+model is built. Numbers may be written as fractions (``eps: 8/255``) in YAML files and on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class MemlibError(Exception):
+    """Base class of every error memlib reports to a user as one line."""
+
+
+class ConfigError(MemlibError, ValueError):
+    """An unknown key or an invalid value in a run configuration."""
+
+
+DATASETS = ("cifar10", "cifar100", "svhn")
+DATA_SOURCES = ("auto", "torchvision", "imagefolder")
+NORMS = ("linf", "l2")
+TRAIN_ATTACKS = ("pgd", "fgsm")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("multistep", "step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+# One name per training objective of memlib.methods (a test checks the two agree).
+METHODS = ("standard", "pgd_at", "trades", "mix", "pgd_at_te", "trades_te")
+# Architectures of memlib.models; WideResNets are named wrn-<depth>-<widen>, depth = 6n + 4.
+MODELS = ("resnet18", "preact_resnet18", "vgg16", "densenet121", "dla")
+_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
+
+
+def is_model_name(name: str) -> bool:
+    match = _WRN.match(name)
+    if match:
+        depth, widen = int(match.group(1)), int(match.group(2))
+        return depth >= 10 and (depth - 4) % 6 == 0 and widen >= 1
+    return name in MODELS
+
+# Keys that do not change what a run computes; they are left out of the run's identity.
+NON_IDENTITY_KEYS = ("out_dir", "device", "progress", "name", "data_dir", "data_path", "force")
+
+
+@dataclass
+class RunConfig:
+    # --- identity and bookkeeping -------------------------------------------------------------
+    name: str = ""  # label used in the run directory name (does not change the run's identity)
+    out_dir: str = "runs"  # parent folder of run directories
+    seed: int = 0  # model init, shuffling, augmentation, attack random starts
+    data_seed: int = 0  # subset choice and label noise (kept apart so two seeds can share the data)
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    progress: bool = True  # tqdm progress bars with ETA
+
+    # --- data ---------------------------------------------------------------------------------
+    dataset: str = "cifar10"  # cifar10 | cifar100 | svhn
+    data_source: str = "auto"  # auto: torchvision files if present, else the offline ImageFolder copy, else download
+    data_dir: str = "data"  # torchvision root and uint8 cache folder
+    data_path: str = ""  # ImageFolder root ({train,test}/<class>/*); empty: look for the offline CIFAR-10 copy
+    download: bool = True  # let torchvision download when the files are missing
+    train_subset: int = 0  # class-balanced number of training examples; 0 = all
+    test_subset: int = 0  # class-balanced number of test examples used for per-epoch evaluation; 0 = all
+    noise_rate: float = 0.0  # symmetric label noise r: labels redrawn from P = r/C*ones + (1-r)*I (1.0 = random labels)
+    augment: bool = True  # random crop 32 (pad 4) + horizontal flip, per example, on the device
+
+    # --- model --------------------------------------------------------------------------------
+    model: str = "resnet18"  # resnet18 | preact_resnet18 | wrn-D-K (e.g. wrn-28-10) | vgg16 | densenet121 | dla
+    width: float = 1.0  # channel multiplier (1.0 = published size; the CPU tiers use e.g. 0.125)
+    dropout: float = 0.0  # in-block dropout for WRN, before the classifier otherwise
+    normalize: bool = False  # per-channel normalization layer inside the model (the authors use none)
+
+    # --- adversarial training -----------------------------------------------------------------
+    method: str = "pgd_at"  # standard | pgd_at | trades | mix | pgd_at_te | trades_te (see memlib.methods)
+    norm: str = "linf"  # threat model: linf | l2
+    eps: float = 8 / 255  # perturbation budget
+    alpha: float = 2 / 255  # attack step size
+    steps: int = 10  # attack steps during training
+    train_attack: str = "pgd"  # pgd | fgsm (FGSM with random init, "fast AT"; uses alpha as its step)
+    trades_beta: float = 6.0  # beta of TRADES, Eq. 3
+    label_smoothing: float = 0.0  # smoothing of the one-hot targets in the training CE (PGD-AT+LS uses e.g. 0.1)
+    gamma_ramp_epochs: int = 50  # Eq. 6: gamma grows linearly from 0 (epoch 1) to 1 over this many epochs
+    te_momentum: float = 0.9  # Eq. 7: eta, momentum of the per-example soft labels
+    te_weight: float = 300.0  # Eq. 7: weight of the TE term with a mean over classes (code: 300; paper: w=30 with a sum)
+    te_start: int = 90  # first epoch of soft-label updates and of the sigmoid ramp-up (code: 90)
+    te_end: int = 150  # epoch at which the ramp-up reaches full weight (code: 150)
+
+    # --- optimization -------------------------------------------------------------------------
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    lr_schedule: str = "multistep"  # multistep | step | cosine | constant
+    lr_milestones: list[int] = field(default_factory=lambda: [100, 150])  # multistep: epochs after which lr decays
+    lr_decay: float = 0.1  # multistep/step: factor per decay
+    lr_step_every: int = 100  # step: decay every this many epochs (Sec. 3 code: 100)
+
+    # --- per-epoch evaluation -----------------------------------------------------------------
+    eval_steps: int = 10  # PGD-k (CE, random start) used for the robust accuracies logged each epoch
+    train_eval_subset: int = 0  # training examples (fixed, class-balanced) for train natural/robust acc; 0 = all
+    eval_batch_size: int = 512
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("data_source", self.data_source, DATA_SOURCES)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("train_attack", self.train_attack, TRAIN_ATTACKS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("method", self.method, METHODS)
+        if not is_model_name(self.model):
+            bad(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}, wrn-D-K (e.g. wrn-28-10)")
+        if not (0 < self.eps <= 1):
+            bad(f"eps must be in (0, 1] (inputs live in [0, 1]); got {self.eps}")
+        if not self.alpha > 0:
+            bad(f"alpha (attack step size) must be > 0; got {self.alpha}")
+        for key in ("steps", "eval_steps", "epochs", "batch_size", "eval_batch_size", "gamma_ramp_epochs",
+                    "lr_step_every"):
+            if getattr(self, key) < 1:
+                bad(f"{key} must be >= 1; got {getattr(self, key)}")
+        for key in ("train_subset", "test_subset", "train_eval_subset"):
+            if getattr(self, key) < 0:
+                bad(f"{key} must be >= 0 (0 = all); got {getattr(self, key)}")
+        if not (0.0 <= self.noise_rate <= 1.0):
+            bad(f"noise_rate must be in [0, 1]; got {self.noise_rate}")
+        if not (0.0 <= self.dropout < 1.0):
+            bad(f"dropout must be in [0, 1); got {self.dropout}")
+        if not (0.0 <= self.label_smoothing < 1.0):
+            bad(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if not self.width > 0:
+            bad(f"width must be > 0; got {self.width}")
+        if not self.lr > 0:
+            bad(f"lr must be > 0; got {self.lr}")
+        if self.weight_decay < 0 or self.trades_beta < 0 or self.te_weight < 0:
+            bad("weight_decay, trades_beta and te_weight must be >= 0")
+        if not (0.0 <= self.momentum < 1.0) or not (0.0 <= self.te_momentum < 1.0):
+            bad("momentum and te_momentum must be in [0, 1)")
+        if not (0 < self.lr_decay <= 1):
+            bad(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
+        if self.te_start < 1:
+            bad(f"te_start must be >= 1; got {self.te_start}")
+        if self.te_start > self.te_end:
+            bad(f"te_start ({self.te_start}) must not be after te_end ({self.te_end})")
+        if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            bad(f"lr_milestones must be increasing epochs >= 1; got {self.lr_milestones}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            bad("nesterov needs optimizer=sgd with momentum > 0")
+        for key in ("eps", "alpha", "lr", "noise_rate", "width", "trades_beta", "te_weight", "weight_decay"):
+            if not math.isfinite(getattr(self, key)):
+                bad(f"{key} must be finite; got {getattr(self, key)}")
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"a run config must be a mapping of keys to values; got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), list(known), n=1)
+                raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            kwargs[key] = _coerce(key, value, _field_type(cls, key))
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | dict | None = None) -> "RunConfig":
+        """Read a YAML file (or nothing) and apply ``key=value`` overrides."""
+        values: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path} must hold a mapping of config keys to values")
+        values = dict(values)
+        values.update(parse_overrides(overrides))
+        return cls.from_dict(values)
+
+    def replace(self, **changes) -> "RunConfig":
+        values = self.to_dict()
+        values.update(changes)
+        return RunConfig.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self, data_source: str) -> dict:
+        """The settings that determine what a run computes, plus the resolved data source."""
+        values = {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_KEYS}
+        values["resolved_data_source"] = data_source
+        return values
+
+    def run_id(self, data_source: str) -> str:
+        blob = json.dumps(self.identity(data_source), sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        label = self.name or f"{self.dataset}-{self.model}-{self.method}"
+        return f"{_slug(label)}-{digest}"
+
+
+def parse_overrides(overrides: list[str] | dict | None) -> dict:
+    """``["eps=8/255", "epochs=3"]`` -> ``{"eps": "8/255", "epochs": 3}`` (values parsed as YAML)."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def _field_type(cls, key: str):
+    return typing.get_type_hints(cls)[key]
+
+
+def _coerce(key: str, value, typ):
+    """Convert YAML/CLI values to the field's type; fractions like '8/255' become floats."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise TypeError
+        if typ is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, (int, str)):
+                return int(value)
+            raise TypeError
+        if typ is float:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, str) and "/" in value:
+                num, den = value.split("/", 1)
+                return float(num) / float(den)
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if origin in (list, types.GenericAlias) or origin is list:
+            (inner,) = typing.get_args(typ)
+            if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                value = [value]
+            return [_coerce(key, v, inner) for v in value]
+    except (TypeError, ValueError, ZeroDivisionError):
+        pass
+    tname = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"config key {key!r} expects {tname}; got {value!r}")
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+    return keep.strip("-") or "run"

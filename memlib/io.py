@@ -1,0 +1,83 @@
+"""Atomic writes and safe checkpoint loading.
+
+Every file memlib writes appears whole or not at all (written to a temporary file in the same folder,
+flushed, then renamed). Checkpoints are read with ``torch.load(weights_only=True)``, which refuses any
+pickle that would run code; damaged, truncated or foreign files raise ``CheckpointError`` with one line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memlib.config import MemlibError
+
+
+class CheckpointError(MemlibError):
+    """A checkpoint that cannot be trusted: missing, corrupt, truncated, unsafe or from another run."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Save a dict of tensors and plain Python values (no custom classes) atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:
+    """Load a checkpoint without executing any pickled code; check it belongs to ``expect_run_id``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
+            raise CheckpointError(f"refusing to load {path}: it holds pickled code or objects that are not "
+                                  f"plain tensors (possibly malicious)") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "format" not in state or state.get("format") != "memlib-checkpoint-1":
+        raise CheckpointError(f"{path} is not a memlib checkpoint")
+    if expect_run_id is not None and state.get("run_id") != expect_run_id:
+        raise CheckpointError(f"{path} belongs to run {state.get('run_id')!r}, not {expect_run_id!r} "
+                              f"(a checkpoint of another config)")
+    return state

@@ -1,0 +1,166 @@
+"""Training objectives, one short function per method, built on ``memlib.attacks``.
+
+Each method maps ``(model, x, y, idx, ctx)`` to a ``Step``: the scalar loss to minimize and the logits of
+the inputs it trained on (for the running training accuracy). ``x`` is in [0, 1], ``y`` holds the labels
+trained on (noisy when label noise is on), ``idx`` the example ids (for per-example state such as the
+temporal-ensembling soft labels). The model is in train mode; attacks switch to eval mode themselves.
+
+Adding a method = one function here + its name in ``memlib.config.METHODS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from memlib.attacks import Objective, ce_objective, eval_mode, fgsm, kl_objective, pgd
+from memlib.config import RunConfig
+
+
+@dataclass
+class Step:
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class Context:
+    """What a method may use besides the batch: the config, the epoch (1-based), per-example state."""
+
+    cfg: RunConfig
+    epoch: int
+    soft_labels: torch.Tensor | None = None  # (N, C) TE ensemble predictions p_i, zeros at the start
+
+    def attack(self, model: nn.Module, x: torch.Tensor, objective: Objective, start: str | None = None):
+        """The training attack of the config (PGD-k, or FGSM with random init)."""
+        c = self.cfg
+        if c.train_attack == "fgsm":
+            return fgsm(model, x, objective, eps=c.eps, alpha=c.alpha, norm=c.norm)
+        return pgd(model, x, objective, eps=c.eps, alpha=c.alpha, steps=c.steps, norm=c.norm, start=start)
+
+    def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean training cross-entropy, with the config's label smoothing (Pang et al. 2021 when > 0)."""
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+
+    def gamma(self) -> float:
+        """Eq. 6 weight of the adversarial term: linear from 0 at epoch 1 to 1 after ``gamma_ramp_epochs``."""
+        return min(1.0, (self.epoch - 1) / self.cfg.gamma_ramp_epochs)
+
+    def te_weight(self) -> float:
+        """Eq. 7 weight w(epoch) = te_weight * exp(-5 (1 - t)^2), t = (epoch - te_start) / (te_end - te_start);
+        0 before ``te_start`` and the full weight from ``te_end`` on (the Gaussian ramp-up of Laine & Aila)."""
+        c = self.cfg
+        if self.epoch < c.te_start:
+            return 0.0
+        if self.epoch >= c.te_end:
+            return c.te_weight
+        t = (self.epoch - c.te_start) / (c.te_end - c.te_start)
+        return c.te_weight * math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+Method = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, Context], Step]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def trades_kl(logits_nat: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
+    """KL(p(x) || p(x')) summed over the batch and divided by the batch size (the TRADES reduction)."""
+    return F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits_nat.float(), 1),
+                    reduction="sum") / len(logits_nat)
+
+
+def te_term(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-example mean over classes of (softmax(f(x)) - target)^2 (Eq. 7's squared distance / C)."""
+    return (F.softmax(logits.float(), 1) - target).pow(2).mean(1)
+
+
+def clean_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """p(x) of the eval-mode model, without gradient (the TRADES attack's reference; TE's update)."""
+    with torch.no_grad(), eval_mode(model):
+        return F.softmax(model(x).float(), 1)
+
+
+def update_soft_labels(ctx: Context, idx: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    """Temporal ensembling (Laine & Aila 2017) as in the authors' code, called from ``te_start`` on:
+    p_i <- eta * p_i + (1 - eta) * p(x_i) for the examples of the batch; returns the l1-normalized
+    targets p_i / sum(p_i)."""
+    eta = ctx.cfg.te_momentum
+    p = eta * ctx.soft_labels[idx] + (1 - eta) * p_clean
+    ctx.soft_labels[idx] = p
+    return p / p.sum(1, keepdim=True)
+
+
+# --- methods --------------------------------------------------------------------------------------
+
+def standard(model, x, y, idx, ctx: Context) -> Step:
+    """Standard training (ST): cross-entropy on natural examples."""
+    logits = model(x)
+    return Step(ctx.ce(logits, y), logits)
+
+
+def pgd_at(model, x, y, idx, ctx: Context) -> Step:
+    """PGD-AT (Madry et al. 2018), Eq. 1-2: cross-entropy on PGD adversarial examples that maximize it."""
+    x_adv = ctx.attack(model, x, ce_objective(y))
+    logits = model(x_adv)
+    return Step(ctx.ce(logits, y), logits)
+
+
+def trades(model, x, y, idx, ctx: Context) -> Step:
+    """TRADES (Zhang et al. 2019), Eq. 3: CE(f(x), y) + beta * KL(p(x) || p(x')), x' maximizing the KL
+    from x + 0.001 * N(0, I) (authors' code); both terms are differentiated."""
+    x_adv = ctx.attack(model, x, kl_objective(clean_probs(model, x)), start="normal")
+    logits_nat, logits_adv = model(x), model(x_adv)
+    return Step(ctx.ce(logits_nat, y) + ctx.cfg.trades_beta * trades_kl(logits_nat, logits_adv), logits_adv)
+
+
+def mix(model, x, y, idx, ctx: Context) -> Step:
+    """Eq. 6: (1 - gamma) * CE(f(x), y) + gamma * max CE(f(x'), y), gamma ramped from 0 to 1 (Sec. 3.2:
+    the clean CE term lets PGD-AT converge on random labels)."""
+    gamma = ctx.gamma()
+    x_adv = ctx.attack(model, x, ce_objective(y))
+    logits_adv = model(x_adv)
+    loss = gamma * ctx.ce(logits_adv, y)
+    if gamma < 1:
+        loss = loss + (1 - gamma) * ctx.ce(model(x), y)
+    return Step(loss, logits_adv)
+
+
+def pgd_at_te(model, x, y, idx, ctx: Context) -> Step:
+    """PGD-AT + temporal ensembling, Eq. 7: CE(f(x'), y) + w * ||f(x') - p_hat||^2, where the attack
+    maximizes the same sum (authors' code) and p_hat is the normalized ensemble of clean predictions."""
+    if ctx.epoch < ctx.cfg.te_start:
+        return pgd_at(model, x, y, idx, ctx)
+    target, w = update_soft_labels(ctx, idx, clean_probs(model, x)), ctx.te_weight()
+    ce = ce_objective(y)
+    x_adv = ctx.attack(model, x, lambda z: ce(z) + w * te_term(z, target))
+    logits = model(x_adv)
+    return Step(ctx.ce(logits, y) + w * te_term(logits, target).mean(), logits)
+
+
+def trades_te(model, x, y, idx, ctx: Context) -> Step:
+    """TRADES + temporal ensembling (Sec. 4.2): the TRADES loss plus w * ||f(x) - p_hat||^2 on the clean
+    input; the attack maximizes beta * KL + w * ||f(x') - p_hat||^2 (authors' code)."""
+    if ctx.epoch < ctx.cfg.te_start:
+        return trades(model, x, y, idx, ctx)
+    p_clean = clean_probs(model, x)
+    target, w = update_soft_labels(ctx, idx, p_clean), ctx.te_weight()
+    kl, beta = kl_objective(p_clean), ctx.cfg.trades_beta
+    x_adv = ctx.attack(model, x, lambda z: beta * kl(z) + w * te_term(z, target), start="normal")
+    logits_nat, logits_adv = model(x), model(x_adv)
+    loss = ctx.ce(logits_nat, y) + beta * trades_kl(logits_nat, logits_adv) + w * te_term(logits_nat, target).mean()
+    return Step(loss, logits_adv)
+
+
+METHODS: dict[str, Method] = {
+    "standard": standard,
+    "pgd_at": pgd_at,
+    "trades": trades,
+    "mix": mix,
+    "pgd_at_te": pgd_at_te,
+    "trades_te": trades_te,
+}

@@ -1,0 +1,233 @@
+"""The training loop: one epoch at a time, metrics as they happen, checkpoints, exact resume.
+
+``train(cfg)`` runs (or resumes, or reuses) the run of ``cfg`` and returns its directory. After every
+epoch it writes ``last.pt`` with everything a resume needs (weights, optimizer, TE soft labels, the torch
+and loader RNG states, the metric history, the best epoch), so a run killed at any moment and started
+again continues from its last completed epoch and, on CPU, ends with the same metrics as an
+uninterrupted run. A non-finite loss stops the run at once and leaves the last good checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from memlib.config import MemlibError, RunConfig
+from memlib.data import Loader, balanced_subset, prepare_data
+from memlib.evaluate import predict
+from memlib.io import atomic_save_npz, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from memlib.methods import METHODS, Context
+from memlib.runs import make_model, read_metrics, run_dir_for, run_record, select_device, uses_amp, uses_channels_last
+
+CHECKPOINT_FORMAT = "memlib-checkpoint-1"
+RUN_FILES = ("last.pt", "best.pt", "final.pt", "metrics.jsonl", "status.json", "eval.json", "labels.npz")
+
+
+class TrainingDiverged(MemlibError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: list[dict]
+    finished: bool
+    reused: bool = False
+
+
+def lr_at(cfg: RunConfig, epoch: int) -> float:
+    """Learning rate of a (1-based) epoch. multistep: decays after each milestone epoch (0.1 for epochs
+    1-100, 0.01 for 101-150, 0.001 after, with the defaults); step: decays every ``lr_step_every``
+    epochs; cosine: annealed per epoch from lr to 0; constant."""
+    if cfg.lr_schedule == "multistep":
+        return cfg.lr * cfg.lr_decay ** sum(epoch > m for m in cfg.lr_milestones)
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_decay ** ((epoch - 1) // cfg.lr_step_every)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return cfg.lr
+
+
+def make_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=cfg.weight_decay)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_better(m: dict, best: dict | None) -> bool:
+    """Highest test robust accuracy; ties broken by natural accuracy (authors' code)."""
+    if best is None:
+        return True
+    return (m["test_rob_acc"], m["test_nat_acc"]) > (best["test_rob_acc"], best["test_nat_acc"])
+
+
+def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None, log=None) -> RunResult:
+    """Train the run of ``cfg`` to ``cfg.epochs`` (or stop after ``until_epoch``); resume from ``last.pt``
+    when present; return at once when the identical run has already finished, unless ``force``."""
+    log = log or (lambda msg: tqdm.write(msg))
+    device = select_device(cfg.device)
+    run_dir, run_id, source = run_dir_for(cfg)
+    status_path = run_dir / "status.json"
+    if force and run_dir.exists():
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    if status_path.is_file() and json.loads(status_path.read_text()).get("finished"):
+        log(f"reusing finished run {run_dir} (force=True to train again)")
+        return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", run_record(cfg, run_id, source, device))
+
+    data = prepare_data(cfg, device)
+    atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
+                    labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
+                    test_ids=data.test_ids.numpy())
+    log(f"run {run_dir} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
+        f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
+    train_eval_ids = balanced_subset(data.train_labels.cpu(), cfg.train_eval_subset, cfg.data_seed + 3)
+    train_eval_ids = train_eval_ids.to(device)
+
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = make_model(cfg, device)
+    optimizer = make_optimizer(cfg, model)
+    soft_labels = torch.zeros(len(data.train_labels), data.num_classes, device=device)
+    history: list[dict] = []
+    best: dict | None = None
+    start = 1
+
+    last_path = run_dir / "last.pt"
+    if last_path.exists():
+        state = load_checkpoint(last_path, expect_run_id=run_id)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        soft_labels.copy_(state["soft_labels"])
+        history = json.loads(state["history"])
+        best = json.loads(state["best"]) if state["best"] else None
+        _set_rng_state(state["rng"], generator)
+        start = state["epoch"] + 1
+        log(f"resuming {run_dir.name} after epoch {state['epoch']}")
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    amp = uses_amp(cfg, device)
+    fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
+    loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
+                    generator=generator, memory_format=fmt)
+    method = METHODS[cfg.method]
+    eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
+                   memory_format=fmt)
+    robust = f"pgd-{cfg.eval_steps}"
+    last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
+    bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch", disable=not cfg.progress)
+    for epoch in range(start, last_epoch + 1):
+        t0 = time.time()
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ctx = Context(cfg, epoch, soft_labels)
+        model.train()
+        sums = {"loss": 0.0, "correct": 0, "n": 0, "grad_norm": 0.0, "grad_sq_norm": 0.0}
+        batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
+        for b, (x, y, idx) in enumerate(batches, 1):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                step = method(model, x, y, idx, ctx)
+            loss = step.loss.float()
+            if not torch.isfinite(loss).item():
+                bar.close()
+                kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
+                raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {b}; stopped, "
+                                       f"nothing saved for this epoch; last good checkpoint: {kept}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters()
+                              if p.grad is not None]).sum()
+            optimizer.step()
+            sums["loss"] += loss.detach() * len(y)
+            sums["correct"] += (step.logits.detach().argmax(1) == y).sum()
+            sums["n"] += len(y)
+            sums["grad_sq_norm"] += sq
+            sums["grad_norm"] += sq.sqrt()
+        t_train = time.time() - t0
+        n_batches = len(loader)
+        m = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": float(sums["loss"]) / sums["n"],
+            "train_batch_acc": float(sums["correct"]) / sums["n"],
+            "grad_norm": float(sums["grad_norm"]) / n_batches,
+            "grad_sq_norm": float(sums["grad_sq_norm"]) / n_batches,
+        }
+        if cfg.method == "mix":
+            m["gamma"] = ctx.gamma()
+        if cfg.method.endswith("_te"):
+            m["te_weight"] = ctx.te_weight()
+        t1 = time.time()
+        tr_x, tr_y = data.train_images[train_eval_ids], data.train_labels[train_eval_ids]
+        m["train_nat_acc"] = _acc(predict(model, tr_x, tr_y, "natural", **eval_kw), tr_y)
+        m["train_rob_acc"] = _acc(predict(model, tr_x, tr_y, robust, **eval_kw), tr_y)
+        m["test_nat_acc"] = _acc(predict(model, data.test_images, data.test_labels, "natural", **eval_kw),
+                                 data.test_labels)
+        m["test_rob_acc"] = _acc(predict(model, data.test_images, data.test_labels, robust, **eval_kw),
+                                 data.test_labels)
+        m["time_train"] = t_train
+        m["time_eval"] = time.time() - t1
+        m["time"] = time.time() - t0
+        history.append(m)
+        if _is_better(m, best):
+            best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
+            save_checkpoint(run_dir / "best.pt", _weights_state(model, run_id, epoch, m))
+        save_checkpoint(last_path, {
+            **_weights_state(model, run_id, epoch, m),
+            "optimizer": optimizer.state_dict(),
+            "soft_labels": soft_labels.cpu(),
+            "rng": _rng_state(generator),
+            "history": json.dumps(history),
+            "best": json.dumps(best),
+        })
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
+        bar.update(1)
+        log(f"epoch {epoch}/{cfg.epochs} lr {lr:.4g} loss {m['train_loss']:.4f} | train nat {m['train_nat_acc']:.3f} "
+            f"rob {m['train_rob_acc']:.3f} | test nat {m['test_nat_acc']:.3f} rob {m['test_rob_acc']:.3f} | "
+            f"{m['time']:.1f}s")
+    bar.close()
+
+    finished = last_epoch >= cfg.epochs
+    if finished:
+        state = load_checkpoint(last_path, expect_run_id=run_id)
+        save_checkpoint(run_dir / "final.pt", {k: state[k] for k in ("format", "run_id", "epoch", "model", "metrics")})
+        atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
+                                        "total_time": sum(h["time"] for h in history)})
+    return RunResult(run_dir, history, finished)
+
+
+def _weights_state(model: torch.nn.Module, run_id: str, epoch: int, metrics: dict) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "run_id": run_id, "epoch": epoch,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "metrics": json.dumps(metrics)}
+
+
+def _acc(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return (pred == labels).float().mean().item() if len(labels) else float("nan")
