@@ -159,6 +159,8 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         run = adversary.run_standard_evaluation
         bs_key = "batch_size" if "batch_size" in inspect.signature(run).parameters else "bs"
         x_adv = run(x.detach(), y, **{bs_key: batch_size})
+    if isinstance(x_adv, tuple):  # pyautoattack returns (x_adv, y_adv); the authors' package x_adv alone
+        x_adv = x_adv[0]
     return x_adv.detach()
 
 

@@ -101,13 +101,13 @@ class RunConfig:
     te_end: int = 150  # epoch at which the ramp-up reaches full weight (code: 150)
 
     # --- optimization -------------------------------------------------------------------------
-    epochs: int = 200
-    batch_size: int = 128
+    epochs: int = 200  # training epochs (CIFAR: 200; SVHN: 80)
+    batch_size: int = 128  # training batch size
     optimizer: str = "sgd"  # sgd | adam
-    lr: float = 0.1
+    lr: float = 0.1  # initial learning rate (SVHN: 0.01 with cosine)
     momentum: float = 0.9  # SGD momentum
-    nesterov: bool = False
-    weight_decay: float = 5e-4
+    nesterov: bool = False  # Nesterov momentum (SGD only)
+    weight_decay: float = 5e-4  # L2 weight decay (Sec. 3 code: 0)
     lr_schedule: str = "multistep"  # multistep | step | cosine | constant
     lr_milestones: list[int] = field(default_factory=lambda: [100, 150])  # multistep: epochs after which lr decays
     lr_decay: float = 0.1  # multistep/step: factor per decay
@@ -116,7 +116,7 @@ class RunConfig:
     # --- per-epoch evaluation -----------------------------------------------------------------
     eval_steps: int = 10  # PGD-k (CE, random start) used for the robust accuracies logged each epoch
     train_eval_subset: int = 0  # training examples (fixed, class-balanced) for train natural/robust acc; 0 = all
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # batch size of evaluation attacks
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
 

@@ -70,11 +70,11 @@ def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
-            raise CheckpointError(f"refusing to load {path}: it holds pickled code or objects that are not "
-                                  f"plain tensors (possibly malicious)") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
+        if "GLOBAL" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(f"refusing to load {path}: it asks to import code or objects that are not plain "
+                                  f"tensors (possibly malicious); nothing was executed") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a torch checkpoint "
+                              f"({type(exc).__name__}); it was not loaded") from None
     if not isinstance(state, dict) or "format" not in state or state.get("format") != "memlib-checkpoint-1":
         raise CheckpointError(f"{path} is not a memlib checkpoint")
     if expect_run_id is not None and state.get("run_id") != expect_run_id:

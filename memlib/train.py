@@ -95,10 +95,9 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
     if status_path.is_file() and json.loads(status_path.read_text()).get("finished"):
         log(f"reusing finished run {run_dir} (force=True to train again)")
         return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
+    data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", run_record(cfg, run_id, source, device))
-
-    data = prepare_data(cfg, device)
     atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
                     labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
                     test_ids=data.test_ids.numpy())

@@ -1,0 +1,106 @@
+"""The run config: defaults, parsing, identity, and every bad input rejected with one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from memlib import config as C
+from memlib.config import ConfigError, RunConfig
+from memlib.models import is_known_model
+
+
+def one_line_error(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_defaults_are_the_papers_section5_setting():
+    cfg = RunConfig()
+    assert (cfg.dataset, cfg.model, cfg.method, cfg.norm) == ("cifar10", "resnet18", "pgd_at", "linf")
+    assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2 / 255) and cfg.steps == 10
+    assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (0.1, 0.9, 5e-4, 128, 200)
+    assert cfg.lr_milestones == [100, 150] and cfg.trades_beta == 6.0
+    assert (cfg.te_momentum, cfg.te_weight, cfg.te_start, cfg.te_end) == (0.9, 300.0, 90, 150)
+
+
+def test_every_field_has_a_comment(tmp_path):
+    source = (C.__file__ and open(C.__file__).read())
+    for f in dataclasses.fields(RunConfig):
+        line = next(line for line in source.splitlines() if line.strip().startswith(f"{f.name}:"))
+        assert "#" in line, f"config field {f.name} has no comment"
+
+
+def test_fractions_and_overrides(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("eps: 8/255\nalpha: '2/255'\nepochs: 3\nlr_milestones: 2\n")
+    cfg = RunConfig.load(path, ["steps=7", "eps=16/255", "augment=false", "model=wrn-28-10"])
+    assert cfg.eps == pytest.approx(16 / 255) and cfg.alpha == pytest.approx(2 / 255)
+    assert (cfg.epochs, cfg.steps, cfg.augment, cfg.model, cfg.lr_milestones) == (3, 7, False, "wrn-28-10", [2])
+
+
+def test_run_id_depends_on_what_is_computed_only():
+    a = RunConfig(epochs=3)
+    assert a.run_id("x") == RunConfig(epochs=3, out_dir="elsewhere", progress=False, device="cpu").run_id("x")
+    assert a.run_id("x") != RunConfig(epochs=4).run_id("x")
+    assert a.run_id("x") != a.run_id("y")  # the resolved data source is part of the identity
+    assert a.run_id("x").startswith("cifar10-resnet18-pgd_at-")
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"epoch": 3}, "unknown config key 'epoch' (did you mean 'epochs'?)"),
+    ({"lr_rate": 0.1}, "unknown config key 'lr_rate'"),
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+    ({"model": "resnet1000"}, "unknown model 'resnet1000'"),
+    ({"model": "wrn-27-10"}, "unknown model 'wrn-27-10'"),
+    ({"method": "mart"}, "unknown method 'mart'"),
+    ({"train_attack": "cw"}, "unknown train_attack 'cw'"),
+    ({"norm": "l1"}, "unknown norm 'l1'"),
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
+    ({"lr_schedule": "exponential"}, "unknown lr_schedule 'exponential'"),
+    ({"data_source": "web"}, "unknown data_source 'web'"),
+    ({"eps": 0}, "eps must be in (0, 1]"),
+    ({"eps": -0.1}, "eps must be in (0, 1]"),
+    ({"eps": 1.5}, "eps must be in (0, 1]"),
+    ({"eps": "8/0"}, "expects float"),
+    ({"alpha": 0}, "alpha (attack step size) must be > 0"),
+    ({"steps": 0}, "steps must be >= 1"),
+    ({"eval_steps": 0}, "eval_steps must be >= 1"),
+    ({"noise_rate": 1.2}, "noise_rate must be in [0, 1]"),
+    ({"noise_rate": -0.1}, "noise_rate must be in [0, 1]"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"te_start": 160, "te_end": 150}, "te_start (160) must not be after te_end (150)"),
+    ({"train_subset": -1}, "train_subset must be >= 0"),
+    ({"epochs": "ten"}, "config key 'epochs' expects int"),
+    ({"augment": "maybe"}, "config key 'augment' expects bool"),
+    ({"lr_milestones": [150, 100]}, "lr_milestones must be increasing"),
+    ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+    ({"nesterov": True, "optimizer": "adam"}, "nesterov needs optimizer=sgd"),
+])
+def test_bad_values_are_rejected_with_one_line(values, needle):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(values)
+    assert needle in one_line_error(info)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(None, ["epochs"])
+    assert "key=value" in one_line_error(info)
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(tmp_path / "nope.yaml")
+    assert "config file not found" in one_line_error(info)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError):
+        RunConfig.load(bad)
+
+
+def test_config_model_names_are_buildable():
+    for name in C.MODELS + ("wrn-28-10", "wrn-34-10", "wrn-34-20", "wrn-16-2"):
+        assert C.is_model_name(name) and is_known_model(name), name
+    for name in ("wrn-27-10", "wrn-4-1", "resnet", "vit"):
+        assert not C.is_model_name(name)
