@@ -1,5 +1,6 @@
-"""Command line: ``python -m memlib train PARAMS.yaml [key=value ...]`` and
-``python -m memlib evaluate RUN_DIR [--attacks natural,pgd-10,...] [--n N]``."""
+"""Command line: ``python -m memlib train PARAMS.yaml [key=value ...]``,
+``python -m memlib evaluate RUN_DIR [--attacks natural,pgd-10,...] [--n N]`` and
+``python -m memlib reproduce --tier smoke|quick|paper [--only NOTEBOOK] [--force]``."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def _evaluate(args) -> None:
             print(which, {k: (f"{100 * v:.2f}%" if k != "epoch" else v) for k, v in accs.items()})
 
 
+def _reproduce(args) -> None:
+    from memlib.reproduce import run_batch
+
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    slurm = {"partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus,
+             "timeout_min": args.timeout_min}
+    run_batch(args.tier, only=only, force=args.force, executor=args.executor, jobs=args.jobs, slurm=slurm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="recompute cached results")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("reproduce", help="execute the notebooks of a tier and write outputs/<tier>/REPORT.md")
+    p.add_argument("--tier", default="quick", help="smoke | quick | paper")
+    p.add_argument("--only", default="", help="comma-separated notebook names (default: all)")
+    p.add_argument("--force", action="store_true", help="retrain runs even when finished ones exist")
+    p.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
+                   help="submitit local processes (default), Slurm jobs, or this process")
+    p.add_argument("--jobs", type=int, default=1, help="notebooks at once with the local executor")
+    p.add_argument("--slurm-partition", default=None)
+    p.add_argument("--slurm-gpus", type=int, default=1)
+    p.add_argument("--slurm-cpus", type=int, default=8)
+    p.add_argument("--timeout-min", type=int, default=24 * 60)
+    p.set_defaults(func=_reproduce)
 
     args = parser.parse_args(argv)
     try:

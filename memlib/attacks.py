@@ -153,12 +153,19 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     kwargs = {"norm": {"linf": "Linf", "l2": "L2"}[norm], "eps": eps, "version": "standard",
               "device": x.device if "device" in params else None, "seed": seed}
     kwargs = {k: v for k, v in kwargs.items() if k in params and v is not None}
-    with eval_mode(model), torch.autocast(x.device.type, enabled=False):
-        adversary = AutoAttack(model, **kwargs)
-        adversary.verbose = verbose
-        run = adversary.run_standard_evaluation
-        bs_key = "batch_size" if "batch_size" in inspect.signature(run).parameters else "bs"
-        x_adv = run(x.detach(), y, **{bs_key: batch_size})
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # FAB calls .backward(): keep parameter gradients untouched (and skip computing them)
+        p.requires_grad_(False)
+    try:
+        with eval_mode(model), torch.autocast(x.device.type, enabled=False):
+            adversary = AutoAttack(model, **kwargs)
+            adversary.verbose = verbose
+            run = adversary.run_standard_evaluation
+            bs_key = "batch_size" if "batch_size" in inspect.signature(run).parameters else "bs"
+            x_adv = run(x.detach(), y, **{bs_key: batch_size})
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     if isinstance(x_adv, tuple):  # pyautoattack returns (x_adv, y_adv); the authors' package x_adv alone
         x_adv = x_adv[0]
     return x_adv.detach()

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from memlib.attacks import attack, parse_attack
+from memlib.attacks import attack, eval_mode, parse_attack
 from memlib.data import DataError, balanced_subset, load_split
 from memlib.io import atomic_write_json, load_checkpoint
 from memlib.runs import make_model, read_run, run_dir_for, select_device, uses_amp, uses_channels_last
@@ -32,11 +32,8 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
         y = labels[start:start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size)
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(model):
                 preds.append(model(x_adv).argmax(1))
-            model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
 
 

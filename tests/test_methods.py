@@ -1,0 +1,455 @@
+"""Tests for memlib.methods: each training objective against a hand computation on a fixed batch.
+
+The attack is injected (a Context whose ``attack`` returns a fixed x_adv and records the objective it was
+given), so the losses are deterministic; reference values are computed in float64 from the raw softmax
+formula, never with the library's helpers. The model has BatchNorm with non-default running statistics,
+so train-mode and eval-mode predictions differ and a method using the wrong mode is caught.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import memlib.config
+from memlib.attacks import fgsm, pgd
+from memlib.config import RunConfig
+from memlib.methods import METHODS, Context, mix, pgd_at, pgd_at_te, standard, trades, trades_te
+
+C = 10  # classes
+N = 20  # training-set size (rows of the soft-label table)
+IDX = torch.tensor([3, 7, 0, 12, 19, 5])  # example ids of the batch
+B = len(IDX)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, batchnorm: bool = True) -> None:
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), norm(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        )
+        self.fc = nn.Linear(64, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _model(seed: int = 0, batchnorm: bool = True) -> TinyNet:
+    torch.manual_seed(seed)
+    model = TinyNet(batchnorm)
+    g = torch.Generator().manual_seed(seed + 100)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-default statistics: eval mode != train mode
+            m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+    return model.train()
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(B, 3, 8, 8, generator=g)
+    y = torch.randint(0, C, (B,), generator=g)
+    x_adv = (x + (8 / 255) * torch.sign(torch.randn(x.shape, generator=g))).clamp(0, 1)
+    return x, y, x_adv
+
+
+def _soft_labels(seed: int = 0) -> torch.Tensor:
+    """A running ensemble mid-training: positive rows, not normalized (they sum to 1 - eta^k)."""
+    g = torch.Generator().manual_seed(seed)
+    return 0.7 * torch.softmax(2 * torch.randn(N, C, generator=g), 1)
+
+
+class FixedAttack(Context):
+    """A Context whose training attack returns a given x_adv and records what it was asked to maximize."""
+
+    def __init__(self, cfg: RunConfig, epoch: int, soft_labels=None, x_adv=None) -> None:
+        super().__init__(cfg, epoch, soft_labels)
+        self.x_adv = x_adv
+        self.calls: list[dict] = []
+
+    def attack(self, model, x, objective, start=None):
+        self.calls.append({"objective": objective, "start": start})
+        return self.x_adv.clone()
+
+
+# --- float64 reference formulas -------------------------------------------------------------------
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    z = logits.double()
+    e = torch.exp(z - z.max(1, keepdim=True).values)
+    return e / e.sum(1, keepdim=True)
+
+
+def _ce_per_example(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    logp = torch.log(_probs(logits))
+    nll = -logp[torch.arange(len(y)), y]
+    return (1 - smoothing) * nll + smoothing * (-logp).mean(1)
+
+
+def _ce(logits, y, smoothing: float = 0.0) -> torch.Tensor:
+    return _ce_per_example(logits, y, smoothing).mean()
+
+
+def _kl_per_example(p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    p = p.double()
+    return (p * (torch.log(p) - torch.log(_probs(logits_q)))).sum(1)
+
+
+def _te_per_example(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((_probs(logits) - target.double()) ** 2).mean(1)
+
+
+def _weight(cfg: RunConfig, epoch: int) -> float:
+    if epoch < cfg.te_start:
+        return 0.0
+    if epoch >= cfg.te_end:
+        return cfg.te_weight
+    t = (epoch - cfg.te_start) / (cfg.te_end - cfg.te_start)
+    return cfg.te_weight * math.exp(-5 * (1 - t) ** 2)
+
+
+def _reference(model: nn.Module, x, x_adv):
+    """Train-mode logits on x and x_adv and the eval-mode clean probabilities, from a copy of the model."""
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        p_eval = _probs(ref.eval()(x))
+        ref.train()
+        return ref(x), ref(x_adv), p_eval
+
+
+def _close(a, b, tol: float = 1e-5) -> None:
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    assert torch.allclose(a, b, rtol=tol, atol=tol), (a, b)
+
+
+def _random_logits(seed: int = 9) -> torch.Tensor:
+    return 3 * torch.randn(B, C, generator=torch.Generator().manual_seed(seed))
+
+
+# --- plain methods --------------------------------------------------------------------------------
+
+def test_standard_is_clean_ce() -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    ctx = FixedAttack(RunConfig(method="standard"), 1, x_adv=x_adv)
+    logits_nat, _, _ = _reference(model, x, x_adv)
+    step = standard(model, x, y, IDX, ctx)
+    _close(step.loss.item(), _ce(logits_nat, y))
+    assert not ctx.calls  # no attack
+
+
+def test_pgd_at_is_ce_on_the_adversarial_batch() -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    ctx = FixedAttack(RunConfig(method="pgd_at"), 1, x_adv=x_adv)
+    logits_nat, logits_adv, _ = _reference(model, x, x_adv)
+    step = pgd_at(model, x, y, IDX, ctx)
+    _close(step.loss.item(), _ce(logits_adv, y))
+    assert abs(_ce(logits_adv, y) - _ce(logits_nat, y)) > 1e-3  # x_adv does matter here
+    _close(step.logits.detach(), logits_adv)
+    assert model.training
+    (call,) = ctx.calls
+    assert call["start"] is None  # the config's default start (uniform for l-inf)
+    z = _random_logits()
+    _close(call["objective"](z), _ce_per_example(z, y))
+
+
+def test_trades_loss_by_hand() -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method="trades", trades_beta=6.0)
+    ctx = FixedAttack(cfg, 1, x_adv=x_adv)
+    logits_nat, logits_adv, p_eval = _reference(model, x, x_adv)
+    step = trades(model, x, y, IDX, ctx)
+    p_nat = _probs(logits_nat)
+    expected = _ce(logits_nat, y) + 6.0 * _kl_per_example(p_nat, logits_adv).sum() / B
+    _close(step.loss.item(), expected)
+    assert 6.0 * _kl_per_example(p_nat, logits_adv).sum() / B > 1e-3  # the KL term is not negligible
+    _close(step.logits.detach(), logits_adv)
+    # the attack maximizes KL(p(x) || p(x')) with p(x) from the eval-mode model, from a N(0, 0.001) start
+    (call,) = ctx.calls
+    assert call["start"] == "normal"
+    z = _random_logits()
+    _close(call["objective"](z), _kl_per_example(p_eval, z))
+    assert not torch.allclose(p_eval, p_nat.detach(), atol=1e-3)  # train and eval mode do differ here
+
+
+@pytest.mark.parametrize("epoch", [1, 2, 3, 5, 9])
+def test_mix_loss_by_hand(epoch: int) -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    ctx = FixedAttack(RunConfig(method="mix", gamma_ramp_epochs=4), epoch, x_adv=x_adv)
+    logits_nat, logits_adv, _ = _reference(model, x, x_adv)
+    gamma = min(1.0, (epoch - 1) / 4)
+    assert ctx.gamma() == pytest.approx(gamma)
+    step = mix(model, x, y, IDX, ctx)
+    _close(step.loss.item(), (1 - gamma) * _ce(logits_nat, y) + gamma * _ce(logits_adv, y))
+    _close(step.logits.detach(), logits_adv)
+    z = _random_logits()
+    _close(ctx.calls[0]["objective"](z), _ce_per_example(z, y))
+
+
+# --- temporal ensembling ----------------------------------------------------------------------------
+
+TE_CFG = dict(te_start=2, te_end=6, te_weight=30.0, te_momentum=0.9)
+
+
+def _te_reference(model, x, x_adv, soft, cfg, epoch):
+    logits_nat, logits_adv, p_eval = _reference(model, x, x_adv)
+    eta = cfg.te_momentum
+    p_new = eta * soft[IDX].double() + (1 - eta) * p_eval
+    target = p_new / p_new.sum(1, keepdim=True)
+    return logits_nat, logits_adv, p_eval, p_new, target, _weight(cfg, epoch)
+
+
+def _check_soft_label_update(ctx, soft_before, p_new) -> None:
+    rows = torch.zeros(N, dtype=torch.bool)
+    rows[IDX] = True
+    assert torch.equal(ctx.soft_labels[~rows], soft_before[~rows])  # untouched outside the batch
+    _close(ctx.soft_labels[IDX], p_new, tol=1e-6)
+
+
+@pytest.mark.parametrize("epoch", [2, 4, 6, 8])
+def test_pgd_at_te_by_hand(epoch: int) -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method="pgd_at_te", **TE_CFG)
+    soft = _soft_labels()
+    ctx = FixedAttack(cfg, epoch, soft_labels=soft.clone(), x_adv=x_adv)
+    _, logits_adv, _, p_new, target, w = _te_reference(model, x, x_adv, soft, cfg, epoch)
+    assert ctx.te_weight() == pytest.approx(w) and w > 0
+    step = pgd_at_te(model, x, y, IDX, ctx)
+    te = w * _te_per_example(logits_adv, target).mean()
+    assert te.item() > 1e-3  # the TE term is not negligible
+    _close(step.loss.item(), _ce(logits_adv, y) + te)
+    _close(step.logits.detach(), logits_adv)
+    _check_soft_label_update(ctx, soft, p_new)
+    # the attack maximizes CE + w * TE term, per example, with the config's default start
+    (call,) = ctx.calls
+    assert call["start"] is None
+    z = _random_logits()
+    _close(call["objective"](z), _ce_per_example(z, y) + w * _te_per_example(z, target))
+
+
+@pytest.mark.parametrize("epoch", [2, 4, 6, 8])
+def test_trades_te_by_hand(epoch: int) -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method="trades_te", trades_beta=6.0, **TE_CFG)
+    soft = _soft_labels()
+    ctx = FixedAttack(cfg, epoch, soft_labels=soft.clone(), x_adv=x_adv)
+    logits_nat, logits_adv, p_eval, p_new, target, w = _te_reference(model, x, x_adv, soft, cfg, epoch)
+    step = trades_te(model, x, y, IDX, ctx)
+    p_nat = _probs(logits_nat)
+    te = w * _te_per_example(logits_nat, target).mean()  # on the clean input for TRADES
+    assert te.item() > 1e-3
+    expected = _ce(logits_nat, y) + 6.0 * _kl_per_example(p_nat, logits_adv).sum() / B + te
+    _close(step.loss.item(), expected)
+    _close(step.logits.detach(), logits_adv)
+    _check_soft_label_update(ctx, soft, p_new)
+    (call,) = ctx.calls
+    assert call["start"] == "normal"
+    z = _random_logits()
+    _close(call["objective"](z), 6.0 * _kl_per_example(p_eval, z) + w * _te_per_example(z, target))
+
+
+def test_te_soft_labels_from_zero_are_normalized_clean_predictions() -> None:
+    """At the first visit (p_i = 0) the target is exactly the eval-mode clean prediction."""
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method="pgd_at_te", **TE_CFG)
+    ctx = FixedAttack(cfg, 3, soft_labels=torch.zeros(N, C), x_adv=x_adv)
+    _, logits_adv, p_eval = _reference(model, x, x_adv)
+    step = pgd_at_te(model, x, y, IDX, ctx)
+    _close(ctx.soft_labels[IDX], 0.1 * p_eval, tol=1e-6)
+    w = _weight(cfg, 3)
+    _close(step.loss.item(), _ce(logits_adv, y) + w * _te_per_example(logits_adv, p_eval).mean())
+
+
+def test_te_weight_schedule() -> None:
+    cfg = RunConfig(method="pgd_at_te", te_start=3, te_end=7, te_weight=10.0)
+    w = {e: Context(cfg, e).te_weight() for e in range(1, 12)}
+    assert w[1] == 0.0 and w[2] == 0.0
+    assert w[3] == pytest.approx(10.0 * math.exp(-5))
+    assert w[5] == pytest.approx(10.0 * math.exp(-5 * 0.25))
+    for e in (7, 8, 11):
+        assert w[e] == 10.0
+    assert all(w[e] < w[e + 1] for e in range(2, 7))  # strictly increasing through the ramp
+    for e in range(3, 7):
+        t = (e - 3) / 4
+        assert w[e] == pytest.approx(10.0 * math.exp(-5 * (1 - t) ** 2))
+    # a ramp of zero length switches on at full weight
+    cfg = RunConfig(method="pgd_at_te", te_start=4, te_end=4, te_weight=10.0)
+    assert Context(cfg, 3).te_weight() == 0.0 and Context(cfg, 4).te_weight() == 10.0
+    # the paper's defaults (code: 300, epochs 90 -> 150)
+    cfg = RunConfig(method="pgd_at_te")
+    assert Context(cfg, 89).te_weight() == 0.0 and Context(cfg, 150).te_weight() == 300.0
+    assert Context(cfg, 120).te_weight() == pytest.approx(300.0 * math.exp(-1.25))
+
+
+def test_gamma_schedule() -> None:
+    cfg = RunConfig(method="mix", gamma_ramp_epochs=50)
+    assert Context(cfg, 1).gamma() == 0.0
+    assert Context(cfg, 26).gamma() == pytest.approx(0.5)
+    assert Context(cfg, 51).gamma() == 1.0 and Context(cfg, 200).gamma() == 1.0
+
+
+@pytest.mark.parametrize(("te_method", "plain"), [(pgd_at_te, pgd_at), (trades_te, trades)])
+def test_te_methods_equal_plain_methods_before_te_start(te_method, plain) -> None:
+    cfg = RunConfig(method="pgd_at_te", te_start=3, te_end=5, steps=3)
+    x, y, _ = _batch()
+    model = _model()
+    soft = _soft_labels()
+    losses = []
+    for fn in (te_method, plain):
+        m = copy.deepcopy(model)  # train-mode forwards move BN statistics, which the next attack uses
+        ctx = Context(cfg, 2, soft_labels=soft.clone())
+        torch.manual_seed(0)
+        step = fn(m, x, y, IDX, ctx)
+        losses.append(step.loss)
+        assert torch.equal(ctx.soft_labels, soft)  # no soft-label update before te_start
+    assert torch.equal(losses[0], losses[1])
+    # and from te_start on they do differ
+    ctx = Context(cfg, 3, soft_labels=soft.clone())
+    torch.manual_seed(0)
+    assert not torch.equal(te_method(copy.deepcopy(model), x, y, IDX, ctx).loss, losses[1])
+
+
+def _hand_loss(name: str, ref: nn.Module, x, y, x_adv, soft, cfg: RunConfig, epoch: int) -> torch.Tensor:
+    """The loss of each method from the reference formulas, differentiable in the parameters of ``ref``."""
+    with torch.no_grad():
+        p_eval = _probs(copy.deepcopy(ref).eval()(x))
+    logits_nat, logits_adv = ref(x), ref(x_adv)
+    beta, w = cfg.trades_beta, _weight(cfg, epoch)
+    p_new = cfg.te_momentum * soft[IDX].double() + (1 - cfg.te_momentum) * p_eval
+    target = p_new / p_new.sum(1, keepdim=True)
+    kl = _kl_per_example(_probs(logits_nat), logits_adv).sum() / B  # p(x) is differentiated too
+    if name == "pgd_at":
+        return _ce(logits_adv, y)
+    if name == "mix":
+        gamma = min(1.0, (epoch - 1) / cfg.gamma_ramp_epochs)
+        return (1 - gamma) * _ce(logits_nat, y) + gamma * _ce(logits_adv, y)
+    if name == "trades":
+        return _ce(logits_nat, y) + beta * kl
+    if name == "pgd_at_te":
+        return _ce(logits_adv, y) + w * _te_per_example(logits_adv, target).mean()
+    assert name == "trades_te"
+    return _ce(logits_nat, y) + beta * kl + w * _te_per_example(logits_nat, target).mean()
+
+
+@pytest.mark.parametrize("name", ["pgd_at", "mix", "trades", "pgd_at_te", "trades_te"])
+def test_parameter_gradients_match_the_hand_computed_loss(name: str) -> None:
+    """Which terms are differentiated: both p(x) and p(x') in the TRADES KL; not the TE targets."""
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method=name, gamma_ramp_epochs=4, **TE_CFG)
+    soft, epoch = _soft_labels(), 4
+    ref = copy.deepcopy(model)
+    ctx = FixedAttack(cfg, epoch, soft_labels=soft.clone(), x_adv=x_adv)
+    METHODS[name](model, x, y, IDX, ctx).loss.backward()
+    _hand_loss(name, ref, x, y, x_adv, soft, cfg, epoch).backward()
+    for (pname, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad.double(), q.grad.double(), rtol=1e-4, atol=1e-6), f"{name}: {pname}"
+
+
+# --- label smoothing ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("s", [0.0, 0.1, 0.3])
+def test_label_smoothing_by_hand(s: float) -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(method="pgd_at", label_smoothing=s)
+    logits_nat, logits_adv, _ = _reference(model, x, x_adv)
+    ctx = FixedAttack(cfg, 1, x_adv=x_adv)
+    _close(ctx.ce(logits_nat, y), _ce(logits_nat, y, s))
+    _close(pgd_at(model, x, y, IDX, ctx).loss.item(), _ce(logits_adv, y, s))
+    _close(standard(model, x, y, IDX, ctx).loss.item(), _ce(logits_nat, y, s))
+    if s > 0:  # smoothing does change the value
+        assert abs(_ce(logits_adv, y, s) - _ce(logits_adv, y)) > 1e-4
+    # and only the CE: the attack still maximizes the plain CE
+    z = _random_logits()
+    _close(ctx.calls[0]["objective"](z), _ce_per_example(z, y))
+
+
+# --- every method -----------------------------------------------------------------------------------
+
+def test_method_registry_matches_config() -> None:
+    assert set(METHODS) == set(memlib.config.METHODS)
+    assert len(METHODS) == len(memlib.config.METHODS)
+    assert all(callable(fn) for fn in METHODS.values())
+
+
+@pytest.mark.parametrize("epoch", [1, 2])
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_gives_a_finite_scalar_with_gradients(name: str, epoch: int) -> None:
+    cfg = RunConfig(method=name, steps=2, te_start=2, te_end=3, gamma_ramp_epochs=2)
+    model, (x, y, _) = _model(), _batch()
+    ctx = Context(cfg, epoch, soft_labels=torch.zeros(N, C))
+    torch.manual_seed(0)
+    step = METHODS[name](model, x, y, IDX, ctx)
+    assert step.loss.dim() == 0 and torch.isfinite(step.loss)
+    assert step.logits.shape == (B, C)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())  # the attack left no parameter gradients
+    step.loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{name}: bad gradient for {pname}"
+    updated = ctx.soft_labels.abs().sum(1) > 0
+    if name.endswith("_te") and epoch >= 2:
+        assert updated[IDX].all() and updated.sum() == B
+    else:
+        assert not updated.any()
+
+
+def test_context_attack_follows_the_config() -> None:
+    model, (x, y, _) = _model(), _batch()
+    obj = lambda z: F.cross_entropy(z, y, reduction="none")  # noqa: E731
+    cfg = RunConfig(train_attack="fgsm", alpha=10 / 255)
+    torch.manual_seed(1)
+    a = Context(cfg, 1).attack(model, x, obj)
+    torch.manual_seed(1)
+    assert torch.equal(a, fgsm(model, x, obj, eps=cfg.eps, alpha=cfg.alpha))
+    cfg = RunConfig(steps=3, eps=4 / 255, alpha=1 / 255)
+    torch.manual_seed(1)
+    a = Context(cfg, 1).attack(model, x, obj)
+    torch.manual_seed(1)
+    assert torch.equal(a, pgd(model, x, obj, eps=4 / 255, alpha=1 / 255, steps=3, start="uniform"))
+    assert (a - x).abs().max().item() <= 4 / 255 + 1e-6
+    cfg = RunConfig(steps=2, norm="l2", eps=0.5, alpha=0.1)
+    torch.manual_seed(1)
+    a = Context(cfg, 1).attack(model, x, obj)
+    torch.manual_seed(1)
+    assert torch.equal(a, pgd(model, x, obj, eps=0.5, alpha=0.1, steps=2, norm="l2", start="normal"))
+    assert model.training
+
+
+def test_one_sgd_step_reduces_the_pgd_at_loss() -> None:
+    model, (x, y, _) = _model(), _batch()
+    ctx = Context(RunConfig(method="pgd_at", steps=5), 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    torch.manual_seed(0)
+    before = pgd_at(model, x, y, IDX, ctx).loss
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    torch.manual_seed(0)
+    after = pgd_at(model, x, y, IDX, ctx).loss
+    assert after.item() < before.item() - 1e-3, (before.item(), after.item())
+    # a step the other way (gradient ascent) increases it: the sign is what matters
+    model2, opt2 = _model(), None
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05, maximize=True)
+    torch.manual_seed(0)
+    before2 = pgd_at(model2, x, y, IDX, ctx).loss
+    opt2.zero_grad()
+    before2.backward()
+    opt2.step()
+    torch.manual_seed(0)
+    assert pgd_at(model2, x, y, IDX, ctx).loss.item() > before2.item() + 1e-3
