@@ -116,12 +116,16 @@ class RunConfig:
     # --- per-epoch evaluation -----------------------------------------------------------------
     eval_steps: int = 10  # PGD-k (CE, random start) used for the robust accuracies logged each epoch
     train_eval_subset: int = 0  # training examples (fixed, class-balanced) for train natural/robust acc; 0 = all
+    eval_every: int = 1  # evaluate every k epochs (and always at the last); best checkpoint among evaluated epochs
     eval_batch_size: int = 512  # batch size of evaluation attacks
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # fractions like "8/255" and YAML strings work everywhere
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
         self.validate()
 
     def validate(self) -> None:
@@ -142,7 +146,7 @@ class RunConfig:
             bad(f"eps must be in (0, 1] (inputs live in [0, 1]); got {self.eps}")
         if not self.alpha > 0:
             bad(f"alpha (attack step size) must be > 0; got {self.alpha}")
-        for key in ("steps", "eval_steps", "epochs", "batch_size", "eval_batch_size", "gamma_ramp_epochs",
+        for key in ("steps", "eval_steps", "eval_every", "epochs", "batch_size", "eval_batch_size", "gamma_ramp_epochs",
                     "lr_step_every"):
             if getattr(self, key) < 1:
                 bad(f"{key} must be >= 1; got {getattr(self, key)}")
@@ -188,7 +192,7 @@ class RunConfig:
             if key not in known:
                 hint = difflib.get_close_matches(str(key), list(known), n=1)
                 raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-            kwargs[key] = _coerce(key, value, _field_type(cls, key))
+            kwargs[key] = value
         return cls(**kwargs)
 
     @classmethod
@@ -251,10 +255,6 @@ def parse_overrides(overrides: list[str] | dict | None) -> dict:
 def _check_choice(key: str, value, choices) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
-
-
-def _field_type(cls, key: str):
-    return typing.get_type_hints(cls)[key]
 
 
 def _coerce(key: str, value, typ):

@@ -38,6 +38,7 @@
 tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/02_random_labels/<tier>.yaml)
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
+jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
 # RunConfig values shared by every run (Sec. 3 code: no augmentation, weight decay 0, lr 0.1 step-decayed)
 base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
                   epochs=3, batch_size=50, steps=2, eval_steps=2, augment=False, weight_decay=0.0, lr=0.1,
@@ -59,7 +60,7 @@ from IPython.display import Markdown, display
 from memlib.config import RunConfig
 from memlib.report import Outputs
 from memlib.runs import read_metrics
-from memlib.train import train
+from memlib.train import train_many
 
 out = Outputs(tier, "02_random_labels")
 setting = (f"This run ({tier} tier): {base['model']} at width {base.get('width', 1.0)}, "
@@ -68,16 +69,29 @@ setting = (f"This run ({tier} tier): {base['model']} at width {base.get('width',
 display(Markdown(f"> {setting}"))
 
 
-def run(**changes):
-    """Train (or reuse) one run of this notebook and return its directory."""
-    cfg = RunConfig(**out.run_config(**{**base, **changes}))
-    result = train(cfg, force=force)
-    out.add_run(result.run_dir)
-    return result.run_dir
+def config(**changes) -> RunConfig:
+    """The RunConfig of one run of this notebook: the tier's base values plus ``changes``."""
+    return RunConfig(**out.run_config(**{**base, **changes}))
 
+
+# Every run of the notebook, planned first (so a bad setting stops before any training) ...
+planned = {("fig2", m, r): config(method=m, noise_rate=r) for m in methods for r in noise_rates}
+for key in regularizer_grid:  # Table A.1
+    labels, aug, wd, do = key.split("|")
+    planned[("a1", key)] = config(method="trades", noise_rate=1.0 if labels == "random" else 0.0,
+                                  augment=aug == "yes", weight_decay=regularizers["weight_decay"] if wd == "yes" else 0.0,
+                                  dropout=regularizers["dropout"] if do == "yes" else 0.0)
+for name, changes in variants.items():  # App. A.1
+    for m in methods:
+        planned[("variant", name, m)] = config(method=m, noise_rate=1.0, **changes)
+# ... then trained (finished runs are reused), `jobs` at a time.
+results = train_many(list(planned.values()), jobs=jobs, force=force)
+run_dirs = {key: r.run_dir for key, r in zip(planned, results)}
+for path in run_dirs.values():
+    out.add_run(path)
 
 NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES"}
-runs = {(m, r): run(method=m, noise_rate=r) for m in methods for r in noise_rates}
+runs = {(m, r): run_dirs[("fig2", m, r)] for m in methods for r in noise_rates}
 curves = {key: read_metrics(path) for key, path in runs.items()}
 
 # %% [markdown]
@@ -206,12 +220,7 @@ else:
 
 # %%
 if regularizer_grid:
-    grid_runs = {}
-    for key in regularizer_grid:
-        labels, aug, wd, do = key.split("|")
-        grid_runs[key] = run(method="trades", noise_rate=1.0 if labels == "random" else 0.0, augment=aug == "yes",
-                             weight_decay=regularizers["weight_decay"] if wd == "yes" else 0.0,
-                             dropout=regularizers["dropout"] if do == "yes" else 0.0)
+    grid_runs = {key: run_dirs[("a1", key)] for key in regularizer_grid}
     display(Markdown(out.table("table_a1", "table_a1", runs=grid_runs,
                                title="Table A.1: TRADES with explicit regularizers on true and random labels",
                                setting=setting)))
@@ -226,7 +235,7 @@ if regularizer_grid:
 
 # %%
 if variants:
-    variant_runs = {f"{name}, {NAMES.get(m, m)}": run(method=m, noise_rate=1.0, **changes)
-                    for name, changes in variants.items() for m in methods}
+    variant_runs = {f"{name}, {NAMES.get(m, m)}": run_dirs[("variant", name, m)]
+                    for name in variants for m in methods}
     display(Markdown(out.table("appA1_variants", "final_accuracy", runs=variant_runs,
                                title="App. A.1: random labels under other settings", setting=setting)))

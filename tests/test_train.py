@@ -225,3 +225,26 @@ def test_cli_train_and_errors(tiny_cfg, tmp_path):
     run_dir = next(Path(cfg.out_dir).iterdir())
     table = run("evaluate", str(run_dir), "--attacks", "natural,pgd-2", "--n", "10")
     assert table.returncode == 0 and "natural Best" in table.stdout, table.stderr[-1000:]
+
+
+def test_train_many_parallel_equals_sequential_and_dedupes(tiny_cfg, tmp_path):
+    from memlib.train import train_many
+    cfgs = [tiny_cfg(epochs=2, method=m, out_dir=str(tmp_path / "par")) for m in ("pgd_at", "trades")]
+    cfgs.append(cfgs[0])  # listed twice, trained once
+    par = train_many(cfgs, jobs=2)
+    assert par[0].run_dir == par[2].run_dir and len({r.run_dir for r in par}) == 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as in each of the 2 workers: numbers must match exactly
+    try:
+        seq = [train(tiny_cfg(epochs=2, method=m, out_dir=str(tmp_path / "seq"))) for m in ("pgd_at", "trades")]
+    finally:
+        torch.set_num_threads(threads)
+    for p, s in zip(par, seq):
+        assert p.run_dir.name == s.run_dir.name
+        assert strip_times(read_metrics(p.run_dir)) == strip_times(s.metrics)
+
+
+def test_eval_every(tiny_cfg):
+    result = train(tiny_cfg(epochs=5, eval_every=2))
+    assert ["test_rob_acc" in m for m in result.metrics] == [False, True, False, True, True]
+    assert load_checkpoint(result.run_dir / "best.pt")["epoch"] in (2, 4, 5)

@@ -1,0 +1,285 @@
+"""PGD-10 adversarial-training throughput: memlib vs a loop written the way the authors' public code trains.
+
+    python benchmarks/bench_train.py                 # CPU defaults: ResNet-18 at width 0.125, batch 128
+    python benchmarks/bench_train.py --width 1 --reps 5 --batches 20   # a GPU run (ResNet-18, CIFAR-10)
+
+In one process, on the same images, model, batch size and attack, it alternates
+
+1. the *reference-style* loop: a torch ``Dataset`` of PIL images with torchvision transforms per example
+   (random crop 32 / padding 4, horizontal flip, ToTensor) and a ``DataLoader``; fp32, contiguous NCHW,
+   ``.to(device)`` per batch; the attack as in REFERENCE_FACTS (model.eval(), uniform start, 10 sign steps of
+   2/255 on the CE with ``loss.backward()``, which also fills parameter gradients; model.train() for the update);
+2. memlib's training step as the notebooks use it: uint8 images on the device, vectorized augmentation,
+   ``memlib.methods.pgd_at`` (input gradients only), bf16 autocast and channels_last on CUDA;
+
+for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
+medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
+on the same device, memlib's achieved model FLOP/s in AT training (FLOPs of one training step counted with
+``torch.utils.flop_counter``) as a fraction of it, and peak memory. Results go to
+``benchmarks/results/<device>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from memlib.config import RunConfig  # noqa: E402
+from memlib.data import Loader, find_offline_cifar10, load_split  # noqa: E402
+from memlib.evaluate import predict  # noqa: E402
+from memlib.methods import METHODS, Context  # noqa: E402
+from memlib.models import build_model  # noqa: E402
+
+EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- the reference-style loop ---------------------------------------------------------------------
+
+class PILDataset(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        from PIL import Image
+        self.images = [Image.fromarray(img.transpose(1, 2, 0)) for img in images]
+        self.labels, self.transform = labels, transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def reference_attack(model, x, y):
+    model.eval()
+    delta = torch.zeros_like(x).uniform_(-EPS, EPS)
+    delta = (x + delta).clamp(0, 1) - x
+    delta.requires_grad = True
+    for _ in range(STEPS):
+        loss = F.cross_entropy(model(x + delta), y)
+        loss.backward()
+        d = delta + ALPHA * delta.grad.detach().sign()
+        d = d.clamp(-EPS, EPS)
+        d = (x + d).clamp(0, 1) - x
+        delta.data = d
+        delta.grad.zero_()
+    model.train()
+    return (x + delta).detach()
+
+
+def reference_epoch(model, opt, loader, device, batches):
+    n = 0
+    for b, (x, y) in enumerate(loader):
+        if b == batches:
+            break
+        x, y = x.to(device), y.to(device)
+        x_adv = reference_attack(model, x, y)
+        loss = F.cross_entropy(model(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        n += len(y)
+    sync(device)
+    return n
+
+
+# --- memlib's step ---------------------------------------------------------------------------------
+
+def memlib_epoch(model, opt, loader, ctx, device, amp, batches):
+    n = 0
+    for b, (x, y, idx) in enumerate(loader):
+        if b == batches:
+            break
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            step = METHODS["pgd_at"](model, x, y, idx, ctx)
+        opt.zero_grad(set_to_none=True)
+        step.loss.backward()
+        opt.step()
+        n += len(y)
+    sync(device)
+    return n
+
+
+def mm_flops(device, dtype, size, reps=10) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * size ** 3 * reps / (time.perf_counter() - t)
+
+
+def step_flops(model, loader, ctx, amp, device) -> float:
+    """FLOPs of one memlib PGD-AT training step (attack + update), counted by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x, y, idx = next(iter(loader))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            step = METHODS["pgd_at"](model, x, y, idx, ctx)
+        step.loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(y)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--width", type=float, default=None, help="default: 1.0 on CUDA, 0.125 on CPU")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=None, help="batches per repetition (default: 4 CPU, 20 GPU)")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (2 on CUDA, 0 on CPU)")
+    p.add_argument("--eval-n", type=int, default=None, help="test images for PGD-10 eval (default 512 CPU, 5000 GPU)")
+    p.add_argument("--aa-n", type=int, default=None, help="test images for AutoAttack (default 32 CPU, 500 GPU)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    width = args.width if args.width is not None else (1.0 if gpu else 0.125)
+    batches = args.batches or (20 if gpu else 4)
+    workers = args.workers if args.workers is not None else (2 if gpu else 0)
+    eval_n = args.eval_n or (5000 if gpu else 512)
+    aa_n = args.aa_n or (500 if gpu else 32)
+    n_train = args.batch_size * batches
+
+    cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False)
+    source = "offline CIFAR-10 copy (JPEG)" if find_offline_cifar10() else "torchvision CIFAR-10"
+    train_split, test_split = load_split(cfg, True), load_split(cfg, False)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randperm(len(train_split.labels), generator=g)[:n_train]
+    images, labels = train_split.images[ids], train_split.labels[ids]
+
+    import torchvision.transforms as T
+    ref_ds = PILDataset(images.numpy(), labels.numpy(),
+                        T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()]))
+    ref_loader = torch.utils.data.DataLoader(ref_ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                             pin_memory=gpu, persistent_workers=workers > 0)
+
+    def fresh_model(fast: bool):
+        torch.manual_seed(0)
+        model = build_model(args.model, width=width).to(device)
+        if fast and gpu:
+            model = model.to(memory_format=torch.channels_last)
+        return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    ref_model, ref_opt = fresh_model(False)
+    mem_model, mem_opt = fresh_model(True)
+    fmt = torch.channels_last if gpu else torch.contiguous_format
+    mem_loader = Loader(images.to(device), labels.to(device), args.batch_size, shuffle=True, augment=True,
+                        generator=torch.Generator().manual_seed(0), memory_format=fmt)
+    ctx = Context(cfg, epoch=1)
+
+    # warm-up (cudnn autotuning, allocator, first-call overheads)
+    torch.backends.cudnn.benchmark = True
+    reference_epoch(ref_model, ref_opt, ref_loader, device, 2)
+    memlib_epoch(mem_model, mem_opt, mem_loader, ctx, device, gpu, 2)
+
+    ref_rates, mem_rates = [], []
+    for r in range(args.reps):
+        t = time.perf_counter()
+        n = reference_epoch(ref_model, ref_opt, ref_loader, device, batches)
+        ref_rates.append(n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        n = memlib_epoch(mem_model, mem_opt, mem_loader, ctx, device, gpu, batches)
+        mem_rates.append(n / (time.perf_counter() - t))
+        print(f"rep {r + 1}/{args.reps}: reference {ref_rates[-1]:.1f} ex/s, memlib {mem_rates[-1]:.1f} ex/s", flush=True)
+    ref_med, mem_med = statistics.median(ref_rates), statistics.median(mem_rates)
+
+    flops_per_example = step_flops(mem_model, mem_loader, ctx, gpu, device)
+    mm_size = 8192 if gpu else 2048
+    peak_fp32 = mm_flops(device, torch.float32, mm_size)
+    peak_bf16 = mm_flops(device, torch.bfloat16, mm_size) if gpu else None
+    reference_peak = peak_bf16 if gpu else peak_fp32
+    achieved = flops_per_example * mem_med
+
+    # evaluation throughput
+    mem_model.eval()
+    x_test, y_test = test_split.images[:eval_n].to(device), test_split.labels[:eval_n].to(device)
+    sync(device)
+    t = time.perf_counter()
+    predict(mem_model, x_test, y_test, "pgd-10", eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=gpu,
+            memory_format=fmt)
+    sync(device)
+    pgd_rate = eval_n / (time.perf_counter() - t)
+    aa_rate = None
+    try:
+        t = time.perf_counter()
+        predict(mem_model, x_test[:aa_n], y_test[:aa_n], "autoattack", eps=EPS, alpha=ALPHA, batch_size=500)
+        sync(device)
+        aa_rate = aa_n / (time.perf_counter() - t)
+    except Exception as exc:  # AutoAttack missing or failing: report, don't hide
+        print(f"AutoAttack not measured: {type(exc).__name__}: {exc}")
+
+    peak_mem = (torch.cuda.max_memory_allocated() / 2 ** 30 if gpu
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    machine = (torch.cuda.get_device_name(device) if gpu else
+               f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    result = {
+        "device": str(device), "machine": machine, "torch": torch.__version__, "data": source,
+        "model": f"{args.model} width {width}", "batch_size": args.batch_size, "batches_per_rep": batches,
+        "reps": args.reps, "reference_workers": workers, "attack": "PGD-10 l-inf 8/255, step 2/255",
+        "reference_examples_per_s": ref_rates, "memlib_examples_per_s": mem_rates,
+        "reference_median": ref_med, "memlib_median": mem_med, "speedup": mem_med / ref_med,
+        "memlib_train_flops_per_example": flops_per_example, "memlib_achieved_flops": achieved,
+        "mm_flops_fp32": peak_fp32, "mm_flops_bf16": peak_bf16,
+        "achieved_fraction_of_mm": achieved / reference_peak,
+        "eval_pgd10_examples_per_s": pgd_rate, "eval_n": eval_n,
+        "eval_autoattack_examples_per_s": aa_rate, "autoattack_n": aa_n,
+        "peak_memory_gib": peak_mem,
+        "projected_200_epoch_pgd_at_hours": 200 * 50000 / mem_med / 3600,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "cuda" if gpu else "cpu"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(r: dict) -> str:
+    peak = "bf16" if r["mm_flops_bf16"] else "fp32"
+    rows = [
+        ("machine", f"{r['machine']} ({r['device']}), torch {r['torch']}"),
+        ("setting", f"{r['model']}, batch {r['batch_size']}, {r['attack']}, {r['batches_per_rep']} batches x "
+                    f"{r['reps']} reps, data: {r['data']}"),
+        ("reference-style loop (median)", f"{r['reference_median']:.1f} examples/s"),
+        ("memlib (median)", f"{r['memlib_median']:.1f} examples/s"),
+        ("speed-up (ratio of medians)", f"**{r['speedup']:.2f}x**"),
+        ("memlib model FLOPs per training example", f"{r['memlib_train_flops_per_example'] / 1e9:.3f} GFLOP"),
+        ("memlib achieved", f"{r['memlib_achieved_flops'] / 1e9:.1f} GFLOP/s"),
+        (f"torch.mm ({peak})", f"{(r['mm_flops_bf16'] or r['mm_flops_fp32']) / 1e9:.1f} GFLOP/s"),
+        ("achieved / torch.mm", f"**{100 * r['achieved_fraction_of_mm']:.1f}%**"),
+        ("PGD-10 evaluation", f"{r['eval_pgd10_examples_per_s']:.1f} examples/s (n = {r['eval_n']})"),
+        ("AutoAttack (standard) evaluation", "not measured" if r["eval_autoattack_examples_per_s"] is None else
+         f"{r['eval_autoattack_examples_per_s']:.2f} examples/s (n = {r['autoattack_n']})"),
+        ("peak memory", f"{r['peak_memory_gib']:.2f} GiB"),
+        ("projected 200-epoch PGD-AT on 50,000 images", f"{r['projected_200_epoch_pgd_at_hours']:.1f} h"),
+    ]
+    return "| quantity | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Notebooks and the batch: Jupytext pairs in sync, parameter files valid, every notebook executes with its
+smoke parameters through papermill and writes the tables and figures it promises, failures are reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from memlib.config import ConfigError
+from memlib.report import TIERS, rebuild_table
+from memlib.reproduce import load_params, notebook_parameters, notebooks, run_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+# What each notebook promises in the smoke tier (tables, figures).
+PROMISED = {
+    "01_introduction": ((), ("intro_accuracy", "intro_eps_explorer")),
+    "02_random_labels": (("fig2_final_accuracy", "fig2c_gap_vs_noise", "table_a1"),
+                         ("fig2ab_learning_curves", "fig2c_gap_vs_noise", "figA6_A7_noise_curves")),
+    "05_mitigation": (("table1a_cifar10",), ("fig8_learning_curves_cifar10",)),
+}
+
+
+def test_every_notebook_is_a_synced_jupytext_pair():
+    assert NOTEBOOKS, "no notebooks"
+    for name in NOTEBOOKS:
+        py = ROOT / "notebooks" / f"{name}.py"
+        assert py.is_file(), f"{name}.ipynb has no .py pair"
+        code = lambda nb: [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+        assert code(jupytext.read(ROOT / "notebooks" / f"{name}.ipynb")) == code(jupytext.read(py)), \
+            f"{name}: .ipynb and .py differ; run jupytext --sync notebooks/{name}.py"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_and_all_tiers(name):
+    params = notebook_parameters(ROOT / "notebooks" / f"{name}.ipynb")
+    assert {"tier", "interactive", "force"} <= params
+    for tier in TIERS:
+        assert (ROOT / "params" / name / f"{tier}.yaml").is_file(), f"params/{name}/{tier}.yaml missing"
+        values = load_params(ROOT, name, tier)  # unknown keys and invalid run configs raise
+        assert "tier" not in values and "interactive" not in values
+
+
+def _tiny_project(tmp_path: Path, cells: list[str]) -> Path:
+    (tmp_path / "memlib").mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("tier = 'smoke'\ninteractive = True\nforce = False\nvalue = 1")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "notebooks").mkdir()
+    for name in ("good", "bad"):
+        nbformat.write(nb, tmp_path / "notebooks" / f"{name}.ipynb")
+        (tmp_path / "params" / name).mkdir(parents=True)
+    (tmp_path / "params" / "good" / "smoke.yaml").write_text("value: 2\n")
+    (tmp_path / "params" / "bad" / "smoke.yaml").write_text("value: 0\n")
+    return tmp_path
+
+
+def test_batch_reports_a_failing_notebook_and_runs_the_rest(tmp_path):
+    project = _tiny_project(tmp_path, ["assert value, 'value must not be zero'", "print(10 // value)"])
+    report = run_batch("smoke", executor="local", project=project, log=lambda m: None)  # submitit's local executor
+    text = report.read_text()
+    status = {p.stem: json.loads(p.read_text()) for p in (project / "outputs/smoke/status").glob("*.json")}
+    assert status["good"]["ok"] and not status["bad"]["ok"]
+    assert "AssertionError" in status["bad"]["error"] and "value must not be zero" in status["bad"]["error"]
+    assert "**FAILED**" in text and "value must not be zero" in text
+    executed = nbformat.read(project / "outputs/smoke/notebooks/good.ipynb", as_version=4)
+    assert any("5" in "".join(o.get("text", "")) for c in executed.cells for o in c.get("outputs", []))
+
+
+def test_unknown_notebook_parameter_is_rejected_before_running(tmp_path):
+    project = _tiny_project(tmp_path, ["print(value)"])
+    (project / "params" / "good" / "smoke.yaml").write_text("valeu: 2\n")
+    with pytest.raises(ConfigError) as info:
+        run_batch("smoke", executor="inline", project=project, log=lambda m: None)
+    assert "unknown parameter(s) valeu" in str(info.value) and "\n" not in str(info.value)
+    assert not (project / "outputs/smoke/status").exists()
+
+
+def test_smoke_tier_writes_every_promised_table_and_figure():
+    """CI's end-to-end check: every notebook, smoke parameters, papermill, REPORT.md."""
+    report = run_batch("smoke", executor="inline", project=ROOT, log=print)
+    out = ROOT / "outputs" / "smoke"
+    text = report.read_text()
+    for name in NOTEBOOKS:
+        status = json.loads((out / "status" / f"{name}.json").read_text())
+        assert status["ok"], f"{name}: {status['error']}"
+        tables, figures = PROMISED.get(name, ((), ()))
+        manifest = json.loads((out / "manifest" / f"{name}.json").read_text())
+        assert {t["name"] for t in manifest["tables"]} >= set(tables), name
+        assert {f["name"] for f in manifest["figures"]} >= set(figures), name
+        for t in tables:
+            md = (out / "tables" / f"{t}.md").read_text()
+            assert md.strip() in text and (out / "tables" / f"{t}.csv").is_file()
+            assert rebuild_table(out / "tables" / f"{t}.json", ROOT) == md  # built from metric files only
+        for f in figures:
+            assert (out / "figures" / f"{f}.png").stat().st_size > 1000 and (out / "figures" / f"{f}.pdf").is_file()
+    assert "Data: imagefolder:cifar10-jpeg" in text or "Data: torchvision:cifar10" in text
