@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=0, help="class-balanced number of test examples (0 = all)")
     p.add_argument("--checkpoints", default="best,final", help="best, final and/or last")
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="seed of the test subset (default: the run's own)")
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="recompute cached results")
     p.set_defaults(func=_evaluate)

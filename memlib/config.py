@@ -222,8 +222,15 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def identity(self, data_source: str) -> dict:
-        """The settings that determine what a run computes, plus the resolved data source."""
-        values = {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_KEYS}
+        """The settings that determine what a run computes and differ from their defaults, plus the resolved
+        data source. Leaving defaults out means a new config key (added with a default that keeps the old
+        behaviour) does not change the identity of existing runs; defaults are therefore never changed."""
+        values = {}
+        for f in dataclasses.fields(self):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            value = getattr(self, f.name)
+            if f.name not in NON_IDENTITY_KEYS and value != default:
+                values[f.name] = value
         values["resolved_data_source"] = data_source
         return values
 

@@ -54,14 +54,18 @@ def load_weights(run_dir: str | Path, which: str = "best", device: torch.device 
 
 
 def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pgd-10"), *, n: int = 0,
-                 checkpoints: tuple[str, ...] = ("best", "final"), batch_size: int = 500, seed: int = 0,
+                 checkpoints: tuple[str, ...] = ("best", "final"), batch_size: int = 500, seed: int | None = None,
                  device: str = "auto", force: bool = False, log=print) -> dict:
     """Evaluate checkpoints of a run on all (n = 0) or n class-balanced test examples; results are cached
-    in ``eval.json`` under ``"<checkpoint>|<attack>|n=<n>"`` and returned as ``{checkpoint: {attack: acc}}``."""
+    in ``eval.json`` under ``"<checkpoint>|<attack>|n=<n>|seed=<seed>"`` and returned as
+    ``{checkpoint: {attack: acc}}``. The subset's default seed is the one training used for its per-epoch
+    test subset, so with ``n = test_subset`` the best epoch is chosen and reported on the same images, as in
+    the paper (which uses the whole test set for both)."""
     for spec in attacks:
         parse_attack(spec)
     run_dir = Path(run_dir)
     cfg, record = read_run(run_dir)
+    seed = cfg.data_seed + 1 if seed is None else seed
     _, _, source = run_dir_for(cfg)
     if source != record["data_source"]:
         raise DataError(f"run {run_dir.name} was trained on {record['data_source']} but the data now resolves to "

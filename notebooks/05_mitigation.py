@@ -71,6 +71,7 @@
 tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/05_mitigation/<tier>.yaml)
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
+jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
 # RunConfig values shared by every run (Sec. 5: ResNet-18, SGD lr 0.1 decayed 10x at epochs 100 and 150 of 200,
 # weight decay 5e-4, augmentation, PGD-10; TE weight 300, eta 0.9, ramp over epochs 90-150), here shrunk to seconds
 base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
@@ -97,7 +98,7 @@ from memlib.methods import Context
 from memlib.paper import METHOD_NAMES, TABLE1
 from memlib.report import Outputs
 from memlib.runs import read_metrics
-from memlib.train import lr_at, train
+from memlib.train import lr_at, train_many
 
 out = Outputs(tier, "05_mitigation")
 DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
@@ -179,14 +180,11 @@ plt.show()
 
 
 # %%
-def run(dataset, method):
-    """Train (or reuse) one run of this notebook and return its directory."""
-    result = train(cfgs[(dataset, method)], force=force)
-    out.add_run(result.run_dir)
-    return result.run_dir
-
-
-runs = {(d, m): run(d, m) for d in datasets for m in methods}
+keys = [(d, m) for d in datasets for m in methods]
+results = train_many([cfgs[k] for k in keys], jobs=jobs, force=force)  # finished runs are reused
+runs = {k: r.run_dir for k, r in zip(keys, results)}
+for path in runs.values():
+    out.add_run(path)
 curves = {key: read_metrics(path) for key, path in runs.items()}
 
 
