@@ -34,6 +34,15 @@ def write_imagefolder(root: Path, classes, per_class: dict[str, int], seed: int 
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny CPU workloads: one intra-op thread avoids OpenMP oversubscription stalls on busy machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """A CIFAR-10-shaped ImageFolder with 12 train and 6 test images per class."""

@@ -27,12 +27,7 @@ IDX = torch.tensor([3, 7, 0, 12, 19, 5])  # example ids of the batch
 B = len(IDX)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyNet(nn.Module):
