@@ -99,130 +99,155 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
     data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", run_record(cfg, run_id, source, device))
-    atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
-                    labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
-                    test_ids=data.test_ids.numpy())
-    log(f"run {run_dir} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
-        f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
-    train_eval_ids = balanced_subset(data.train_labels.cpu(), cfg.train_eval_subset, cfg.data_seed + 3)
-    train_eval_ids = train_eval_ids.to(device)
+    lock = _lock(run_dir)  # one process per run at a time
+    try:
+        atomic_write_json(run_dir / "config.json", run_record(cfg, run_id, source, device))
+        atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
+                        labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
+                        test_ids=data.test_ids.numpy())
+        log(f"run {run_dir} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
+            f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
+        train_eval_ids = balanced_subset(data.train_labels.cpu(), cfg.train_eval_subset, cfg.data_seed + 3)
+        train_eval_ids = train_eval_ids.to(device)
 
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model = make_model(cfg, device)
-    optimizer = make_optimizer(cfg, model)
-    soft_labels = torch.zeros(len(data.train_labels), data.num_classes, device=device)
-    history: list[dict] = []
-    best: dict | None = None
-    start = 1
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        model = make_model(cfg, device)
+        optimizer = make_optimizer(cfg, model)
+        soft_labels = torch.zeros(len(data.train_labels), data.num_classes, device=device)
+        history: list[dict] = []
+        best: dict | None = None
+        start = 1
 
-    last_path = run_dir / "last.pt"
-    if last_path.exists():
-        state = load_checkpoint(last_path, expect_run_id=run_id)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        soft_labels.copy_(state["soft_labels"])
-        history = json.loads(state["history"])
-        best = json.loads(state["best"]) if state["best"] else None
-        _set_rng_state(state["rng"], generator)
-        start = state["epoch"] + 1
-        log(f"resuming {run_dir.name} after epoch {state['epoch']}")
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+        last_path = run_dir / "last.pt"
+        if last_path.exists():
+            state = load_checkpoint(last_path, expect_run_id=run_id)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            soft_labels.copy_(state["soft_labels"])
+            history = json.loads(state["history"])
+            best = json.loads(state["best"]) if state["best"] else None
+            _set_rng_state(state["rng"], generator)
+            start = state["epoch"] + 1
+            log(f"resuming {run_dir.name} after epoch {state['epoch']}")
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
 
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    amp = uses_amp(cfg, device)
-    fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
-    loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                    generator=generator, memory_format=fmt)
-    method = METHODS[cfg.method]
-    eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
-                   memory_format=fmt)
-    robust = f"pgd-{cfg.eval_steps}"
-    last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
-    bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch", disable=not cfg.progress)
-    for epoch in range(start, last_epoch + 1):
-        t0 = time.time()
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        ctx = Context(cfg, epoch, soft_labels)
-        model.train()
-        sums = {"loss": 0.0, "correct": 0, "n": 0, "grad_norm": 0.0, "grad_sq_norm": 0.0}
-        batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
-        for b, (x, y, idx) in enumerate(batches, 1):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                step = method(model, x, y, idx, ctx)
-            loss = step.loss.float()
-            if not torch.isfinite(loss).item():
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        amp = uses_amp(cfg, device)
+        fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
+        loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
+                        generator=generator, memory_format=fmt)
+        eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
+                       memory_format=fmt)
+        last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
+        bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch", disable=not cfg.progress)
+        for epoch in range(start, last_epoch + 1):
+            t0 = time.time()
+            lr = lr_at(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            ctx = Context(cfg, epoch, soft_labels)
+            try:
+                m = {"epoch": epoch, "lr": lr, **_train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp)}
+            except TrainingDiverged as exc:
                 bar.close()
                 kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
-                raise TrainingDiverged(f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {b}; stopped, "
-                                       f"nothing saved for this epoch; last good checkpoint: {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters()
-                              if p.grad is not None]).sum()
-            optimizer.step()
-            sums["loss"] += loss.detach() * len(y)
-            sums["correct"] += (step.logits.detach().argmax(1) == y).sum()
-            sums["n"] += len(y)
-            sums["grad_sq_norm"] += sq
-            sums["grad_norm"] += sq.sqrt()
-        t_train = time.time() - t0
-        n_batches = len(loader)
-        m = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": float(sums["loss"]) / sums["n"],
-            "train_batch_acc": float(sums["correct"]) / sums["n"],
-            "grad_norm": float(sums["grad_norm"]) / n_batches,
-            "grad_sq_norm": float(sums["grad_sq_norm"]) / n_batches,
-        }
-        if cfg.method == "mix":
-            m["gamma"] = ctx.gamma()
-        if cfg.method.endswith("_te"):
-            m["te_weight"] = ctx.te_weight()
-        t1 = time.time()
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            tr_x, tr_y = data.train_images[train_eval_ids], data.train_labels[train_eval_ids]
-            m["train_nat_acc"] = _acc(predict(model, tr_x, tr_y, "natural", **eval_kw), tr_y)
-            m["train_rob_acc"] = _acc(predict(model, tr_x, tr_y, robust, **eval_kw), tr_y)
-            m["test_nat_acc"] = _acc(predict(model, data.test_images, data.test_labels, "natural", **eval_kw),
-                                     data.test_labels)
-            m["test_rob_acc"] = _acc(predict(model, data.test_images, data.test_labels, robust, **eval_kw),
-                                     data.test_labels)
-        m["time_train"] = t_train
-        m["time_eval"] = time.time() - t1
-        m["time"] = time.time() - t0
-        history.append(m)
-        if _is_better(m, best):
-            best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
-            save_checkpoint(run_dir / "best.pt", _weights_state(model, run_id, epoch, m))
-        save_checkpoint(last_path, {
-            **_weights_state(model, run_id, epoch, m),
-            "optimizer": optimizer.state_dict(),
-            "soft_labels": soft_labels.cpu(),
-            "rng": _rng_state(generator),
-            "history": json.dumps(history),
-            "best": json.dumps(best),
-        })
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(m) + "\n")
-        bar.update(1)
-        accs = (f" | train nat {m['train_nat_acc']:.3f} rob {m['train_rob_acc']:.3f} | test nat "
-                f"{m['test_nat_acc']:.3f} rob {m['test_rob_acc']:.3f}") if "test_rob_acc" in m else ""
-        log(f"epoch {epoch}/{cfg.epochs} lr {lr:.4g} loss {m['train_loss']:.4f}{accs} | {m['time']:.1f}s")
-    bar.close()
+                raise TrainingDiverged(f"{exc.args[0]} at epoch {epoch}, {exc.args[1]}; stopped, nothing saved for this "
+                                       f"epoch; last good checkpoint: {kept}") from None
+            if cfg.method == "mix":
+                m["gamma"] = ctx.gamma()
+            if cfg.method.endswith("_te"):
+                m["te_weight"] = ctx.te_weight()
+            t_train, t1 = time.time() - t0, time.time()
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                m.update(_evaluate_epoch(model, data, train_eval_ids, cfg.eval_steps, eval_kw))
+            m["time_train"] = t_train
+            m["time_eval"] = time.time() - t1
+            m["time"] = time.time() - t0
+            history.append(m)
+            if _is_better(m, best):
+                best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
+                save_checkpoint(run_dir / "best.pt", _weights_state(model, run_id, epoch, m))
+            save_checkpoint(last_path, {
+                **_weights_state(model, run_id, epoch, m),
+                "optimizer": optimizer.state_dict(),
+                "soft_labels": soft_labels.cpu(),
+                "rng": _rng_state(generator),
+                "history": json.dumps(history),
+                "best": json.dumps(best),
+            })
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(m) + "\n")
+            bar.update(1)
+            accs = (f" | train nat {m['train_nat_acc']:.3f} rob {m['train_rob_acc']:.3f} | test nat "
+                    f"{m['test_nat_acc']:.3f} rob {m['test_rob_acc']:.3f}") if "test_rob_acc" in m else ""
+            log(f"epoch {epoch}/{cfg.epochs} lr {lr:.4g} loss {m['train_loss']:.4f}{accs} | {m['time']:.1f}s")
+        bar.close()
 
-    finished = last_epoch >= cfg.epochs
-    if finished:
-        state = load_checkpoint(last_path, expect_run_id=run_id)
-        save_checkpoint(run_dir / "final.pt", {k: state[k] for k in ("format", "run_id", "epoch", "model", "metrics")})
-        atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
-                                        "total_time": sum(h["time"] for h in history)})
+        finished = last_epoch >= cfg.epochs
+        if finished:
+            state = load_checkpoint(last_path, expect_run_id=run_id)
+            save_checkpoint(run_dir / "final.pt", {k: state[k] for k in ("format", "run_id", "epoch", "model", "metrics")})
+            atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
+                                            "total_time": sum(h["time"] for h in history)})
+    finally:
+        lock.close()
     return RunResult(run_dir, history, finished)
+
+
+def _lock(run_dir: Path):
+    """Hold an exclusive lock on the run directory while training; a second process gets a one-line error."""
+    import fcntl
+
+    handle = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise MemlibError(f"run {run_dir} is being trained by another process; wait for it or stop it") from None
+    return handle
+
+
+def _train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool) -> dict:
+    """One pass over the training set; returns the epoch's training metrics. Raises ``TrainingDiverged``
+    (with the batch number) on a non-finite loss, before the optimizer step."""
+    model.train()
+    device = next(model.parameters()).device
+    sums = {"loss": 0.0, "correct": 0, "grad_norm": 0.0, "grad_sq_norm": 0.0}
+    n = 0
+    for b, (x, y, idx) in enumerate(tqdm(loader, desc=f"epoch {ctx.epoch}", leave=False,
+                                         disable=not ctx.cfg.progress), 1):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            step = method(model, x, y, idx, ctx)
+        loss = step.loss.float()
+        if not torch.isfinite(loss).item():
+            raise TrainingDiverged(f"non-finite loss ({loss.item()})", f"batch {b}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters()
+                          if p.grad is not None]).sum()
+        optimizer.step()
+        sums["loss"] += loss.detach() * len(y)
+        sums["correct"] += (step.logits.detach().argmax(1) == y).sum()
+        sums["grad_sq_norm"] += sq  # the authors' logged quantity: sum of squared gradient norms
+        sums["grad_norm"] += sq.sqrt()
+        n += len(y)
+    return {"train_loss": float(sums["loss"]) / n, "train_batch_acc": float(sums["correct"]) / n,
+            "grad_norm": float(sums["grad_norm"]) / len(loader), "grad_sq_norm": float(sums["grad_sq_norm"]) / len(loader)}
+
+
+def _evaluate_epoch(model, data, train_eval_ids, steps: int, eval_kw: dict) -> dict:
+    """Natural and PGD-k accuracy on the training examples (labels trained on, no augmentation) and on
+    the test examples."""
+    tr_x, tr_y = data.train_images[train_eval_ids], data.train_labels[train_eval_ids]
+    robust = f"pgd-{steps}"
+    return {
+        "train_nat_acc": _acc(predict(model, tr_x, tr_y, "natural", **eval_kw), tr_y),
+        "train_rob_acc": _acc(predict(model, tr_x, tr_y, robust, **eval_kw), tr_y),
+        "test_nat_acc": _acc(predict(model, data.test_images, data.test_labels, "natural", **eval_kw), data.test_labels),
+        "test_rob_acc": _acc(predict(model, data.test_images, data.test_labels, robust, **eval_kw), data.test_labels),
+    }
 
 
 def _weights_state(model: torch.nn.Module, run_id: str, epoch: int, metrics: dict) -> dict:

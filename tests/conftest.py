@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,11 @@ import torch
 from memlib.config import RunConfig
 from memlib.data import CIFAR10_CLASSES, find_offline_cifar10
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# The tests' workloads are tiny: one thread per process avoids OpenMP oversubscription stalls (with many
+# threads a busy 2-core machine slows them tenfold). Subprocesses inherit it, so in-process and subprocess
+# runs compute with the same thread count and can be compared exactly.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def pytest_configure(config):

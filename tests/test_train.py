@@ -248,3 +248,18 @@ def test_eval_every(tiny_cfg):
     result = train(tiny_cfg(epochs=5, eval_every=2))
     assert ["test_rob_acc" in m for m in result.metrics] == [False, True, False, True, True]
     assert load_checkpoint(result.run_dir / "best.pt")["epoch"] in (2, 4, 5)
+
+
+def test_a_run_trained_by_another_process_is_refused(tiny_cfg):
+    from memlib.config import MemlibError
+    from memlib.train import _lock
+    cfg = tiny_cfg(epochs=2)
+    run = train(cfg, until_epoch=1).run_dir
+    held = _lock(run)  # as if another process were training it
+    try:
+        with pytest.raises(MemlibError) as info:
+            train(cfg)
+        assert "being trained by another process" in str(info.value)
+    finally:
+        held.close()
+    assert train(cfg).finished
