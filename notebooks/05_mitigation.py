@@ -205,11 +205,11 @@ def best_epoch(metrics):
 #
 # How to read the cells: *ours (paper)*. Where this tier uses an attack the paper did not run (e.g. PGD-50
 # instead of PGD-1000 in the `quick` tier, PGD-2 in `smoke`) the paper's number is "–": compare a PGD-50
-# column with the paper's PGD-1000 only loosely (PGD-1000 is a bit stronger). Two more differences from the
-# paper: the paper picks the best epoch and reports it on the same 10,000 test images (which flatters
-# "best" a little), while a subset tier picks it on `test_subset` images and reports on `eval_n` other,
-# partly overlapping ones; and on few images each cell carries sampling noise of a few percent (on 500
-# images, the standard error of a 40% accuracy is about 2.2%).
+# column with the paper's PGD-1000 only loosely (PGD-1000 is a bit stronger). Like the paper, which picks
+# the best epoch and reports it on the same 10,000 test images (which flatters "best" a little), a subset
+# tier reports on the same `test_subset` images it picked the best epoch on, when `eval_n` equals
+# `test_subset` (memlib evaluates the run's own test subset then). On few images each cell carries sampling
+# noise of a few percent (on 500 images, the standard error of a 40% accuracy is about 2.2%).
 
 # %%
 evals = {key: evaluate_run(path, attacks, n=eval_n) for key, path in runs.items()}
