@@ -40,8 +40,8 @@ def test_environment_and_pyproject_agree():
 
 
 # memlib's layers: each module may import only modules of lower layers.
-LAYERS = {"config": 0, "io": 1, "data": 2, "models": 2, "runs": 3, "attacks": 3, "methods": 4, "evaluate": 5,
-          "train": 6, "__main__": 9}
+LAYERS = {"config": 0, "io": 1, "paper": 1, "data": 2, "models": 2, "runs": 3, "attacks": 3, "methods": 4,
+          "evaluate": 5, "train": 6, "analysis": 7, "report": 8, "reproduce": 9, "__main__": 10}
 
 
 def test_modules_import_only_lower_layers():

@@ -1,0 +1,500 @@
+"""The paper's analysis measures (Secs. 3.2, 3.3, 4.1 and Apps. A.2, A.3, C.1), on plain models and tensors.
+
+* Gradient magnitude (Fig. 3, A.9): per-example parameter-gradient norms of the PGD-AT loss, the clean CE,
+  TRADES's CE and beta * KL terms, and R = CE(x') - CE(x); their ratios.
+* Gradient stability (Fig. 4, A.8): the change of the parameter gradient along a filter-normalized random
+  direction (Li et al. 2018), and the cosine similarity of per-example gradients between two epochs.
+* Complexity measures (Fig. 6): margin, spectral and l1 norms over the margin, the top eigenvalue of the
+  input Hessian, and the flatness of the weight loss landscape (Wu et al. 2020).
+* Robust overfitting (Fig. 7c, C.2, C.3): per-example adversarial losses, Kendall's tau-b, hardest examples.
+
+Conventions. Inputs are uint8 or float in [0, 1] (like ``memlib.evaluate.predict``) and are moved to the
+model's device and dtype; CPU and CUDA both work. Attacks come from ``memlib.attacks`` and run in eval mode,
+as in the authors' code. Unlike training (whose weight update runs in train mode), every loss and gradient
+here is also computed in eval mode (BatchNorm uses its running statistics, dropout is off), so that each
+example's loss depends on that example only and the measurements are deterministic given the attack's
+random start: pass ``seed`` (or ``attack_seed``) to fix it; the caller's RNG state is left untouched then.
+Per-example gradients are computed with ``torch.func`` (vmap over grad, ``chunk_size`` examples at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call, grad as func_grad, vmap
+
+from memlib.attacks import ce_objective, eval_mode, kl_objective, pgd
+from memlib.methods import clean_probs
+
+# per-example losses; the attack each one needs ("ce": PGD-AT's, "kl": TRADES's, None: clean only)
+LOSSES = {"pgd_at": "ce", "r": "ce", "clean_ce": None, "trades_ce": None, "trades_kl": "kl", "trades": "kl"}
+
+
+# --- plumbing ---------------------------------------------------------------------------------------------
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None):
+    """x (uint8 or float in [0, 1]) as the model's float dtype on its device; y as int64 on that device."""
+    p = next(model.parameters())
+    x = x.to(p.device)
+    x = (x.float() / 255 if x.dtype == torch.uint8 else x).to(p.dtype)
+    return x if y is None else (x, y.to(p.device).long())
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Seed the global RNG of ``device`` (and the CPU's) for the duration; restore the caller's state after."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    return loss
+
+
+def _adversarial(model, x, y, kind, *, eps, alpha, steps, norm="linf") -> torch.Tensor:
+    """The attack of a loss, in eval mode: PGD on the CE from a uniform start (PGD-AT, ``kind="ce"``), PGD on
+    KL(p(x) || p(x')) from x + 0.001 N(0, I) (TRADES, ``kind="kl"``), or none (``kind=None``)."""
+    if kind is None:
+        return x
+    if kind == "ce":
+        return pgd(model, x, ce_objective(y), eps=eps, alpha=alpha, steps=steps, norm=norm)
+    return pgd(model, x, kl_objective(clean_probs(model, x)), eps=eps, alpha=alpha, steps=steps, norm=norm,
+               start="normal")
+
+
+def _loss(forward, name: str, x, x_adv, y, beta: float) -> torch.Tensor:
+    """Per-example loss (B,): ``pgd_at`` CE(f(x'), y); ``clean_ce`` = ``trades_ce`` CE(f(x), y); ``r``
+    CE(f(x'), y) - CE(f(x), y); ``trades_kl`` beta * KL(p(x) || p(x')) (differentiated through both
+    predictions, as in training); ``trades`` the sum of TRADES's two terms."""
+    if name in ("clean_ce", "trades_ce"):
+        return F.cross_entropy(forward(x).float(), y, reduction="none")
+    if name == "pgd_at":
+        return F.cross_entropy(forward(x_adv).float(), y, reduction="none")
+    if name == "r":
+        return (F.cross_entropy(forward(x_adv).float(), y, reduction="none")
+                - F.cross_entropy(forward(x).float(), y, reduction="none"))
+    logits_nat = forward(x).float()
+    kl = beta * F.kl_div(F.log_softmax(forward(x_adv).float(), 1), F.softmax(logits_nat, 1),
+                         reduction="none").sum(1)
+    return kl if name == "trades_kl" else F.cross_entropy(logits_nat, y, reduction="none") + kl
+
+
+def _params(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _grad_chunks(model, name, x, x_adv, y, beta, chunk_size) -> Iterator[torch.Tensor]:
+    """Per-example gradients of loss ``name`` w.r.t. all trainable parameters, flattened in
+    ``named_parameters`` order: one (b, P) tensor per chunk of ``chunk_size`` examples (eval mode)."""
+    params = {n: p.detach() for n, p in _params(model).items()}
+    buffers = dict(model.named_buffers())
+
+    def one(p, xi, xai, yi):
+        forward = lambda inp: functional_call(model, (p, buffers), (inp,))  # noqa: E731
+        return _loss(forward, name, xi[None], xai[None], yi[None], beta).sum()
+
+    per_example = vmap(func_grad(one), in_dims=(None, 0, 0, 0))
+    with eval_mode(model):
+        for s in range(0, len(y), chunk_size):
+            g = per_example(params, x[s:s + chunk_size], x_adv[s:s + chunk_size], y[s:s + chunk_size])
+            yield torch.cat([g[n].flatten(1) for n in params], dim=1)
+
+
+# --- Sec. 3.2: gradient magnitude -------------------------------------------------------------------------
+
+def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                           losses=("pgd_at", "clean_ce", "trades_ce", "trades_kl", "r"), *, eps: float,
+                           alpha: float, steps: int, beta: float = 6.0, norm: str = "linf", seed: int | None = None,
+                           chunk_size: int = 16) -> dict[str, torch.Tensor]:
+    """Fig. 3(a), 3(b): the l2 norm of the gradient w.r.t. all parameters of each example's loss, for every
+    name in ``losses`` (see ``LOSSES``): PGD-AT's adversarial CE, the clean CE (= TRADES's CE term), TRADES's
+    beta * KL term and R = CE(x') - CE(x) with x' the PGD-AT adversarial example. Each attack is generated
+    once (the PGD-AT one first, then TRADES's) and shared by the losses that use it; attack, losses and
+    gradients run in eval mode. Returns ``{loss: (B,) norms}``; Fig. 3(a) plots their means over examples."""
+    for name in losses:
+        _check_loss(name)
+    x, y = _prepare(model, x, y)
+    kinds = [k for k in ("ce", "kl") if any(LOSSES[n] == k for n in losses)]
+    with _seeded(seed, x.device):
+        adv = {k: _adversarial(model, x, y, k, eps=eps, alpha=alpha, steps=steps, norm=norm) for k in kinds}
+    adv[None] = x
+    return {name: torch.cat([g.norm(dim=1) for g in
+                             _grad_chunks(model, name, x, adv[LOSSES[name]], y, beta, chunk_size)])
+            for name in dict.fromkeys(losses)}
+
+
+def grad_norm_ratios(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+                     beta: float = 6.0, norm: str = "linf", seed: int | None = None,
+                     chunk_size: int = 16) -> dict[str, float]:
+    """Fig. 3(b): the mean over examples of ||grad R|| / ||grad CE|| ("pgd_at") and of
+    ||grad beta*KL|| / ||grad CE|| ("trades"), CE being the clean CE. Both are computed on the given model;
+    the figure uses "pgd_at" for the PGD-AT model and "trades" for the TRADES model."""
+    n = per_example_grad_norms(model, x, y, ("clean_ce", "r", "trades_kl"), eps=eps, alpha=alpha, steps=steps,
+                               beta=beta, norm=norm, seed=seed, chunk_size=chunk_size)
+    ce = n["clean_ce"].clamp_min(1e-30)
+    return {"pgd_at": (n["r"] / ce).mean().item(), "trades": (n["trades_kl"] / ce).mean().item()}
+
+
+def grad_norms_by_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy_mask: torch.Tensor,
+                        loss: str = "pgd_at", *, eps: float = 0.0, alpha: float = 0.0, steps: int = 0,
+                        norm: str = "linf", seed: int | None = None, chunk_size: int = 16) -> dict[str, float]:
+    """Fig. A.9: the mean per-example parameter-gradient norm of ``loss`` over the examples whose label ``y``
+    (the label trained on) is correct ("clean") and over those whose label was corrupted ("noisy").
+    ``loss="pgd_at"`` for the PGD-AT model, ``"clean_ce"`` for standard training."""
+    norms = per_example_grad_norms(model, x, y, (loss,), eps=eps, alpha=alpha, steps=steps, norm=norm, seed=seed,
+                                   chunk_size=chunk_size)[loss]
+    noisy = noisy_mask.to(norms.device).bool()
+    return {"clean": norms[~noisy].mean().item(), "noisy": norms[noisy].mean().item()}
+
+
+# --- Sec. 3.2: gradient stability -------------------------------------------------------------------------
+
+def per_example_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "pgd_at", *,
+                          eps: float = 0.0, alpha: float = 0.0, steps: int = 0, beta: float = 6.0,
+                          norm: str = "linf", project_dim: int | None = None, seed: int = 0,
+                          attack_seed: int | None = None, chunk_size: int = 16) -> torch.Tensor:
+    """Fig. 4(b): the flattened parameter gradient of each example's ``loss`` (eval mode), (B, P) in
+    ``named_parameters`` order. With ``project_dim = k`` each gradient g is replaced by M^T g / sqrt(k), M a
+    (P, k) standard Gaussian matrix generated block by block from ``seed`` (never stored whole), so gradients
+    saved at two epochs with the same seed, model and device type are projected alike. By the
+    Johnson-Lindenstrauss lemma such a projection preserves norms, distances and hence cosines up to a
+    relative error of order 1/sqrt(k) (k = 1024: a few percent). ``attack_seed`` fixes the attack's start."""
+    name = _check_loss(loss)
+    x, y = _prepare(model, x, y)
+    with _seeded(attack_seed, x.device):
+        x_adv = _adversarial(model, x, y, LOSSES[name], eps=eps, alpha=alpha, steps=steps, norm=norm)
+    out = []
+    for g in _grad_chunks(model, name, x, x_adv, y, beta, chunk_size):
+        out.append(g if project_dim is None else _random_projection(g, project_dim, seed))
+    return torch.cat(out)
+
+
+def _random_projection(g: torch.Tensor, k: int, seed: int, block_elems: int = 1 << 24) -> torch.Tensor:
+    """g (b, P) @ M / sqrt(k), M ~ N(0, 1)^(P x k) drawn in row blocks of a fixed size from ``seed``."""
+    gen = torch.Generator(device=g.device).manual_seed(seed)
+    rows = max(1, block_elems // k)
+    out = torch.zeros(len(g), k, device=g.device, dtype=g.dtype)
+    for s in range(0, g.shape[1], rows):
+        block = torch.randn(min(rows, g.shape[1] - s), k, generator=gen, device=g.device, dtype=g.dtype)
+        out += g[:, s:s + rows] @ block
+    return out / math.sqrt(k)
+
+
+def successive_epoch_cosine(grads_a: torch.Tensor, grads_b: torch.Tensor) -> torch.Tensor:
+    """Fig. 4(b): the cosine similarity between the gradients of the same examples saved at two (successive)
+    epochs, (B,) from two (B, P) outputs of ``per_example_gradients``; the figure plots the mean."""
+    return F.cosine_similarity(grads_a.float(), grads_b.float(), dim=1, eps=1e-30)
+
+
+def flat_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "pgd_at", *, eps: float = 0.0,
+                  alpha: float = 0.0, steps: int = 0, beta: float = 6.0, norm: str = "linf", batch_size: int = 128,
+                  seed: int | None = None) -> torch.Tensor:
+    """The flattened parameter gradient (P,) of the mean of ``loss`` over all examples (eval mode; the attack
+    regenerated for the current weights, batch by batch, from the global RNG seeded with ``seed``)."""
+    name = _check_loss(loss)
+    x, y = _prepare(model, x, y)
+    params = list(_params(model).values())
+    total = torch.zeros(sum(p.numel() for p in params), device=x.device, dtype=params[0].dtype)
+    with _seeded(seed, x.device):
+        for s in range(0, len(y), batch_size):
+            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+            xa = _adversarial(model, xb, yb, LOSSES[name], eps=eps, alpha=alpha, steps=steps, norm=norm)
+            with eval_mode(model):
+                value = _loss(model, name, xb, xa, yb, beta).sum() / len(y)
+                grads = torch.autograd.grad(value, params, allow_unused=True)
+            total += torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                for g, p in zip(grads, params)])
+    return total
+
+
+def filter_normalized_direction(model: nn.Module, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Fig. 4(a), A.8 (and the flatness of Fig. 6): a Gaussian direction d over the parameters, normalized
+    filter-wise as in Li et al. (2018): for each weight of dimension >= 2, each filter d_f (a slice along the
+    output dimension; a row of a linear layer) is scaled to the norm of the same filter of theta. Parameters
+    of dimension <= 1 (biases, BatchNorm weights and biases) get 0, as Li et al.'s "biasbn" option. Drawn
+    from ``generator`` on its device (CPU by default, so the direction does not depend on the model's)."""
+    out = {}
+    for name, p in model.named_parameters():
+        if p.dim() <= 1:
+            out[name] = torch.zeros_like(p)
+            continue
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        d = torch.randn(p.shape, generator=generator, device=gen_device, dtype=p.dtype).to(p.device)
+        w = p.detach()
+        scale = w.flatten(1).norm(dim=1) / (d.flatten(1).norm(dim=1) + 1e-10)
+        out[name] = d * scale.view(-1, *([1] * (p.dim() - 1)))
+    return out
+
+
+@contextmanager
+def _restored(model: nn.Module):
+    """Save the parameters and copy them back afterwards (exactly, whatever happened in between)."""
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    try:
+        yield saved
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(saved[n])
+
+
+def _move(model: nn.Module, saved: dict, direction: dict, step: float) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(saved[n] + step * direction[n] if n in direction else saved[n])
+
+
+def gradient_change_along_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lambdas,
+                                    loss: str = "pgd_at", *, eps: float, alpha: float, steps: int, seed: int = 0,
+                                    beta: float = 6.0, norm: str = "linf", batch_size: int = 128,
+                                    per_example: bool = False, direction: dict | None = None,
+                                    chunk_size: int = 16) -> dict[str, torch.Tensor]:
+    """Fig. 4(a) (l2 distance) and Fig. A.8 (cosine similarity): how the parameter gradient of ``loss``
+    ("pgd_at", "trades" or "clean_ce") changes when theta moves to theta + lambda * d, d a filter-normalized
+    Gaussian direction drawn from ``seed`` (or ``direction``). The adversarial examples are regenerated at
+    every point (from the same random start, seeded with ``seed``, so lambda = 0 reproduces the reference
+    exactly). By default the gradient compared is that of the mean loss over the examples; with
+    ``per_example`` each example's gradient is compared with its own reference and the distances and cosines
+    are averaged over examples ("averaged over all data samples"; memory B x P). Eval mode throughout; the
+    parameters are restored exactly afterwards. Returns ``{"lambda", "l2", "cosine"}``, each (L,)."""
+    name = _check_loss(loss)
+    lambdas = [float(v) for v in lambdas]
+    if direction is None:
+        direction = filter_normalized_direction(model, torch.Generator().manual_seed(seed))
+    kw = dict(eps=eps, alpha=alpha, steps=steps, beta=beta, norm=norm)
+
+    def gradient():
+        if per_example:
+            return per_example_gradients(model, x, y, name, attack_seed=seed, chunk_size=chunk_size, **kw)
+        return flat_gradient(model, x, y, name, batch_size=batch_size, seed=seed, **kw)[None]
+
+    l2, cos = [], []
+    with _restored(model) as saved:
+        ref = gradient()
+        for lam in lambdas:
+            _move(model, saved, direction, lam)
+            g = gradient()
+            l2.append((g - ref).norm(dim=1).mean().item())
+            cos.append(F.cosine_similarity(g, ref, dim=1, eps=1e-30).mean().item())
+    return {"lambda": torch.tensor(lambdas), "l2": torch.tensor(l2), "cosine": torch.tensor(cos)}
+
+
+# --- Sec. 3.3: complexity measures ------------------------------------------------------------------------
+
+def per_example_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.0,
+                        alpha: float = 0.0, steps: int = 0, norm: str = "linf", batch_size: int = 256,
+                        seed: int | None = None) -> torch.Tensor:
+    """Fig. 6 (margin of the norm-based measures): f(x)_y - max_{j != y} f(x)_j for each example, on the
+    logits, eval mode; > 0 exactly when the example is classified correctly. With eps > 0 and steps > 0
+    it is taken at the PGD adversarial example of the CE (the robust-accuracy attack), so it is > 0 exactly
+    when the example is robustly correct."""
+    x, y = _prepare(model, x, y)
+    out = []
+    with _seeded(seed, x.device):
+        for s in range(0, len(y), batch_size):
+            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+            if eps > 0 and steps > 0:
+                xb = _adversarial(model, xb, yb, "ce", eps=eps, alpha=alpha, steps=steps, norm=norm)
+            with torch.no_grad(), eval_mode(model):
+                logits = model(xb).float()
+            true = logits.gather(1, yb[:, None]).squeeze(1)
+            other = logits.masked_fill(F.one_hot(yb, logits.shape[1]).bool(), float("-inf")).amax(1)
+            out.append(true - other)
+    return torch.cat(out)
+
+
+def margin(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, percentile: float = 5.0, **kw) -> float:
+    """Fig. 6: the margin gamma_margin of the norm-based measures (Neyshabur et al. 2017): the ``percentile``-th
+    percentile of the per-example margins over the (training) set, a low percentile rather than the minimum
+    so that a few outliers do not decide it. The paper only cites Neyshabur et al. and gives no value; the
+    default 5 is the 5th-percentile margin used there. For the robust measures of Fig. 6 pass the training
+    attack's ``eps``, ``alpha``, ``steps`` so the margins are taken at the PGD adversarial examples (see
+    ``per_example_margins``); the measures need a positive margin."""
+    m = per_example_margins(model, x, y, **kw)
+    return torch.quantile(m.double().cpu(), percentile / 100).item()
+
+
+def _weight_matrices(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The weights of conv and linear layers as matrices (out, in * kh * kw)."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            yield name, m.weight.detach().flatten(1)
+
+
+def spectral_norms(model: nn.Module) -> dict[str, float]:
+    """The largest singular value of each conv/linear weight reshaped to (out, in * k * k). For a conv this
+    is the usual approximation, not the operator norm of the convolution itself (Sedghi et al. 2019)."""
+    return {n: torch.linalg.matrix_norm(w.double(), ord=2).item() for n, w in _weight_matrices(model)}
+
+
+def spectral_complexity(model: nn.Module, margin: float) -> dict[str, float]:
+    """Fig. 6: prod_i ||W_i||_2 / gamma_margin^2 over the conv and linear weights (BatchNorm's affine maps
+    and biases are not counted), summed in log space. Returns ``{"log10", "value"}`` (value may be inf)."""
+    if not margin > 0:
+        raise ValueError(f"the margin must be positive, got {margin}")
+    log10 = sum(math.log10(s) for s in spectral_norms(model).values()) - 2 * math.log10(margin)
+    return {"log10": log10, "value": 10 ** log10 if log10 < 308 else math.inf}
+
+
+def l1_complexity(model: nn.Module, margin: float) -> float:
+    """Fig. 6: sum_i ||W_i||_1 / gamma_margin, the entrywise l1 norms of the conv and linear weights."""
+    if not margin > 0:
+        raise ValueError(f"the margin must be positive, got {margin}")
+    return sum(w.double().abs().sum().item() for _, w in _weight_matrices(model)) / margin
+
+
+def input_hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int = 20, *,
+                                 batch_size: int = 128, seed: int = 0, reduction: str = "mean"):
+    """Fig. 6 (curvature of the input loss landscape, Moosavi-Dezfooli et al. 2019): the dominant
+    eigenvalue of the Hessian of each example's CE loss w.r.t. its own (natural) input, by ``iters`` steps of
+    power iteration with Hessian-vector products (double backward), then averaged over the examples
+    (``reduction="mean"``; ``"none"`` returns the (B,) values). In eval mode the batch loss is a sum of
+    per-example losses, so one Hessian-vector product of the batch gives every example's product at once
+    (the Hessian is block diagonal) and all examples are iterated together. The estimate is the Rayleigh
+    quotient of the last iterate (for ReLU networks the Hessian is PSD, so this is the top eigenvalue)."""
+    x, y = _prepare(model, x, y)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    out = []
+
+    def unit(v):
+        return v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (v.dim() - 1)))
+
+    with eval_mode(model):
+        for s in range(0, len(y), batch_size):
+            xb = x[s:s + batch_size].clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[s:s + batch_size], reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb, create_graph=True)
+            v = unit(torch.randn(xb.shape, generator=gen, device=x.device, dtype=x.dtype))
+            eig = torch.zeros(len(xb), device=x.device, dtype=x.dtype)
+            for _ in range(iters):
+                (hv,) = torch.autograd.grad(g, xb, grad_outputs=v, retain_graph=True)
+                eig = (v * hv).flatten(1).sum(1)
+                v = unit(hv)
+            out.append(eig.detach())
+    eigs = torch.cat(out)
+    return eigs.mean().item() if reduction == "mean" else eigs
+
+
+def adversarial_loss_mean(model, x, y, *, eps, alpha, steps, norm="linf", batch_size=256, seed=None) -> float:
+    """The mean adversarial CE rho(theta) over the examples (PGD on the CE, eval mode)."""
+    return adversarial_losses(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, batch_size=batch_size,
+                              seed=seed).mean().item()
+
+
+def weight_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+                    gamma: float = 0.5, directions: int = 3, seed: int = 0, norm: str = "linf",
+                    batch_size: int = 256) -> dict:
+    """Fig. 6 (flatness of the weight loss landscape, Wu et al. 2020): the increase of the adversarial loss
+    rho(theta) = mean_i max_{x'} CE(f_theta(x'_i), y_i) when the weights move to theta + gamma * d, d a
+    filter-normalized Gaussian direction (so gamma is the size relative to each filter's norm), averaged
+    over ``directions`` directions drawn from ``seed``: mean_k rho(theta + gamma d_k) - rho(theta). The PGD
+    attack is regenerated at each point, from the same random start (``seed``); eval mode; the parameters are
+    restored exactly. Larger is sharper. The paper gives no size; ``gamma`` = 0.5 (the middle of the [-1, 1]
+    range of Li et al.'s 1-D landscape plots) is a free choice: compare models at the same gamma.
+    Returns ``{"flatness", "loss", "perturbed"}``."""
+    kw = dict(eps=eps, alpha=alpha, steps=steps, norm=norm, batch_size=batch_size, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    dirs = [filter_normalized_direction(model, gen) for _ in range(directions)]  # all scaled to theta's filters
+    base = adversarial_loss_mean(model, x, y, **kw)
+    perturbed = []
+    with _restored(model) as saved:
+        for d in dirs:
+            _move(model, saved, d, gamma)
+            perturbed.append(adversarial_loss_mean(model, x, y, **kw))
+    perturbed = torch.tensor(perturbed, dtype=torch.float64)
+    return {"flatness": (perturbed - base).mean().item(), "loss": base, "perturbed": perturbed}
+
+
+# --- Sec. 4.1: robust overfitting -------------------------------------------------------------------------
+
+def adversarial_losses(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float, alpha: float,
+                       steps: int, norm: str = "linf", batch_size: int = 256, seed: int | None = None) -> torch.Tensor:
+    """Fig. 7(c), C.2: each example's adversarial loss CE(f(x'), y), x' the PGD attack on the CE (random
+    start, eval mode), computed in batches; returned as float32 (N,) on ``images``' device."""
+    out = []
+    device = _device(model)
+    with _seeded(seed, device):
+        for s in range(0, len(labels), batch_size):
+            x, y = _prepare(model, images[s:s + batch_size], labels[s:s + batch_size])
+            xa = _adversarial(model, x, y, "ce", eps=eps, alpha=alpha, steps=steps, norm=norm)
+            with torch.no_grad(), eval_mode(model):
+                out.append(F.cross_entropy(model(xa).float(), y, reduction="none"))
+    return (torch.cat(out) if out else torch.empty(0)).float().to(images.device)
+
+
+def _dense_ranks(a: np.ndarray) -> np.ndarray:
+    return np.unique(a, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _tie_pairs(ranks: np.ndarray) -> int:
+    counts = np.bincount(ranks).astype(np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _count_inversions(v: np.ndarray) -> int:
+    """#{(i, j): i < j, v_i > v_j} for non-negative ints, by a bottom-up merge sort vectorized over blocks
+    (O(N log^2 N) in numpy): at width w, each right block counts the elements of its left block above it."""
+    n, total = len(v), 0
+    v = v.astype(np.int64)
+    m = int(v.max()) + 2 if n else 2  # keys pair * m + value keep the pairs apart
+    idx = np.arange(n)
+    w = 1
+    while w < n:
+        pair = idx // (2 * w)
+        left = (idx // w) % 2 == 0
+        left_keys = pair[left] * m + v[left]  # sorted: blocks are sorted and pairs increase
+        rp, rv = pair[~left], v[~left]
+        above = (np.searchsorted(left_keys, rp * m + (m - 1), side="right")
+                 - np.searchsorted(left_keys, rp * m + rv, side="right"))
+        total += int(above.sum())
+        v = np.sort(pair * m + v) - pair * m  # merge each pair (pair ids are non-decreasing in idx)
+        w *= 2
+    return total
+
+
+def kendall_tau(a, b) -> float:
+    """Sec. 4.1, C.1: Kendall's rank correlation tau-b (Kendall 1938/1945, with ties) between two score
+    vectors, e.g. the adversarial losses of two models on the same examples (0.85 and 0.78 in the paper).
+    O(N log^2 N): sort by (a, b), count the discordant pairs as inversions of b, then
+    tau_b = (n0 - n1 - n2 + n3 - 2 D) / sqrt((n0 - n1)(n0 - n2)) with n0 all pairs, n1 / n2 the pairs tied
+    in a / b, n3 the pairs tied in both. NaN when fewer than 2 examples or a or b is constant."""
+    a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length, got {a.shape} and {b.shape}")
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    ra, rb = _dense_ranks(a), _dense_ranks(b)
+    order = np.lexsort((rb, ra))  # by a, then b: pairs tied in a are never inversions
+    discordant = _count_inversions(rb[order])
+    n0 = n * (n - 1) // 2
+    n1, n2 = _tie_pairs(ra), _tie_pairs(rb)
+    n3 = _tie_pairs(_dense_ranks(ra * (int(rb.max()) + 1) + rb))
+    if n0 == n1 or n0 == n2:
+        return float("nan")
+    return float((n0 - n1 - n2 + n3 - 2 * discordant) / math.sqrt(n0 - n1) / math.sqrt(n0 - n2))
+
+
+def hardest_examples(losses: torch.Tensor, k: int) -> torch.Tensor:
+    """Fig. C.3: the indices of the ``k`` examples with the highest adversarial loss, hardest first."""
+    return torch.topk(losses, min(k, len(losses))).indices
