@@ -41,7 +41,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("multistep", "step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 # One name per training objective of memlib.methods (a test checks the two agree).
-METHODS = ("standard", "pgd_at", "trades", "mix", "pgd_at_te", "trades_te")
+METHODS = ("standard", "pgd_at", "trades", "mix", "pgd_at_te", "trades_te", "pgd_at_sat")
 # Architectures of memlib.models; WideResNets are named wrn-<depth>-<widen>, depth = 6n + 4.
 MODELS = ("resnet18", "preact_resnet18", "vgg16", "densenet121", "dla")
 _WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
@@ -86,7 +86,7 @@ class RunConfig:
     normalize: bool = False  # per-channel normalization layer inside the model (the authors use none)
 
     # --- adversarial training -----------------------------------------------------------------
-    method: str = "pgd_at"  # standard | pgd_at | trades | mix | pgd_at_te | trades_te (see memlib.methods)
+    method: str = "pgd_at"  # standard | pgd_at | trades | mix | pgd_at_te | trades_te | pgd_at_sat (see memlib.methods)
     norm: str = "linf"  # threat model: linf | l2
     eps: float = 8 / 255  # perturbation budget
     alpha: float = 2 / 255  # attack step size
@@ -99,6 +99,8 @@ class RunConfig:
     te_weight: float = 300.0  # Eq. 7: weight of the TE term with a mean over classes (code: 300; paper: w=30 with a sum)
     te_start: int = 90  # first epoch of soft-label updates and of the sigmoid ramp-up (code: 90)
     te_end: int = 150  # epoch at which the ramp-up reaches full weight (code: 150)
+    sat_momentum: float = 0.9  # SAT (pgd_at_sat): alpha, momentum of the per-example targets (SAT code: 0.9)
+    sat_start: int = 70  # SAT: first epoch of target updates, PGD-AT before (SAT's TRADES+SAT script: 70 of 100)
 
     # --- optimization -------------------------------------------------------------------------
     epochs: int = 200  # training epochs (CIFAR: 200; SVHN: 80)
@@ -171,6 +173,10 @@ class RunConfig:
             bad(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
         if self.te_start < 1:
             bad(f"te_start must be >= 1; got {self.te_start}")
+        if self.sat_start < 1:
+            bad(f"sat_start must be >= 1; got {self.sat_start}")
+        if not (0.0 <= self.sat_momentum < 1.0):
+            bad(f"sat_momentum must be in [0, 1); got {self.sat_momentum}")
         if self.te_start > self.te_end:
             bad(f"te_start ({self.te_start}) must not be after te_end ({self.te_end})")
         if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):

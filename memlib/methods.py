@@ -156,6 +156,36 @@ def trades_te(model, x, y, idx, ctx: Context) -> Step:
     return Step(loss, logits_adv)
 
 
+def pgd_at_sat(model, x, y, idx, ctx: Context) -> Step:
+    """PGD-AT + self-adaptive training (SAT; Huang, Zhang & Zhang, NeurIPS 2020, Algorithm 1), a Table 2
+    baseline. Each example keeps a target t_i (its row of ``ctx.soft_labels``, one-hot(y_i) at first use).
+    From ``sat_start`` on: t_i <- alpha * t_i + (1 - alpha) * softmax(f(x_i)), then the loss is
+    -sum_i w_i sum_c t_ic log p_c(x'_i) / sum_i w_i with w_i = max_c t_ic (neither differentiated); the
+    attack is PGD-AT's (CE with y). Before ``sat_start`` it is PGD-AT; label smoothing is not applied.
+    As in the authors' TRADES+SAT code (github.com/LayneH/self-adaptive-training, losses/trades.py), the
+    update uses the prediction on the natural input in train mode (batch statistics), taken after the
+    attack; here that forward is extra, so it runs on copies of the buffers (BN running statistics stay
+    PGD-AT's). Defaults alpha = 0.9, E_s = 70 are the authors' adversarial-training script
+    (scripts/cifar10/run_trades_sat.sh: TRADES+SAT, WRN-34-10, 100 epochs, lr decay at 75/90), not checked
+    against the paper's text; E_s = 60 (of 200 epochs) is their label-noise setting (run_sat.sh). Dong et
+    al. (Table 2) do not state their SAT settings."""
+    if ctx.epoch < ctx.cfg.sat_start:
+        return pgd_at(model, x, y, idx, ctx)
+    x_adv = ctx.attack(model, x, ce_objective(y))
+    with torch.no_grad():
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
+        p = F.softmax(torch.func.functional_call(model, buffers, (x,)).float(), 1)
+        t = ctx.soft_labels[idx]
+        fresh = (t == 0).all(1)
+        t[fresh] = F.one_hot(y[fresh], t.shape[1]).to(t.dtype)
+        t = ctx.cfg.sat_momentum * t + (1 - ctx.cfg.sat_momentum) * p
+        ctx.soft_labels[idx] = t
+        w = t.max(1).values
+    logits = model(x_adv)
+    loss = -(w * (t * F.log_softmax(logits.float(), 1)).sum(1)).sum() / w.sum()
+    return Step(loss, logits)
+
+
 METHODS: dict[str, Method] = {
     "standard": standard,
     "pgd_at": pgd_at,
@@ -163,4 +193,5 @@ METHODS: dict[str, Method] = {
     "mix": mix,
     "pgd_at_te": pgd_at_te,
     "trades_te": trades_te,
+    "pgd_at_sat": pgd_at_sat,
 }

@@ -448,3 +448,182 @@ def test_one_sgd_step_reduces_the_pgd_at_loss() -> None:
     opt2.step()
     torch.manual_seed(0)
     assert pgd_at(model2, x, y, IDX, ctx).loss.item() > before2.item() + 1e-3
+
+
+# --- self-adaptive training (Huang et al. 2020) on PGD-AT -------------------------------------------
+
+from memlib.config import ConfigError  # noqa: E402
+from memlib.methods import pgd_at_sat  # noqa: E402
+
+SAT_CFG = dict(method="pgd_at_sat", sat_start=3, sat_momentum=0.8)
+
+
+def _sat_table(seed: int = 1) -> torch.Tensor:
+    """A target table mid-training: rows are distributions with varied maxima, except some rows not yet
+    visited (all zeros), two of them in the batch (ids 0 and 19)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.softmax(2 * torch.randn(N, C, generator=g), 1)
+    t[[0, 19, 1, 2]] = 0
+    return t
+
+
+def _sat_reference(model, x, y, x_adv, table, alpha):
+    """Train-mode p(x) (batch statistics, from a copy), the new targets (zero rows -> one-hot(y) first),
+    the weights w_i = max_c t_ic, the adversarial logits and the hand loss, in float64."""
+    with torch.no_grad():
+        p_train = _probs(copy.deepcopy(model).train()(x))
+    t_old = table[IDX].double().clone()
+    for i in range(B):
+        if (t_old[i] == 0).all():
+            t_old[i] = 0
+            t_old[i, y[i]] = 1
+    t_new = alpha * t_old + (1 - alpha) * p_train
+    w = t_new.max(1).values
+    ref = copy.deepcopy(model)
+    logits_adv = ref(x_adv)
+    loss = -(w * (t_new * torch.log(_probs(logits_adv))).sum(1)).sum() / w.sum()
+    return p_train, t_old, t_new, w, logits_adv, loss, ref
+
+
+def test_pgd_at_sat_is_pgd_at_before_sat_start() -> None:
+    x, y, x_adv = _batch()
+    cfg = RunConfig(steps=3, **SAT_CFG)
+    model, table = _model(), _sat_table()
+    for epoch in (1, 2):
+        # injected attack: the hand-computed PGD-AT loss, the table untouched
+        ctx = FixedAttack(cfg, epoch, soft_labels=table.clone(), x_adv=x_adv)
+        _, logits_adv, _ = _reference(model, x, x_adv)
+        _close(pgd_at_sat(copy.deepcopy(model), x, y, IDX, ctx).loss.item(), _ce(logits_adv, y))
+        assert torch.equal(ctx.soft_labels, table)
+        # real attack: bit-identical to pgd_at, BN statistics included
+        outs = []
+        for fn in (pgd_at_sat, pgd_at):
+            m = copy.deepcopy(model)
+            ctx = Context(cfg, epoch, soft_labels=table.clone())
+            torch.manual_seed(0)
+            outs.append((fn(m, x, y, IDX, ctx).loss, list(m.buffers())))
+            assert torch.equal(ctx.soft_labels, table)
+        assert torch.equal(outs[0][0], outs[1][0])
+        assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1]))
+    # from sat_start on they differ
+    ctx = Context(cfg, 3, soft_labels=table.clone())
+    torch.manual_seed(0)
+    assert not torch.equal(pgd_at_sat(copy.deepcopy(model), x, y, IDX, ctx).loss, outs[1][0])
+
+
+@pytest.mark.parametrize("epoch", [3, 5])
+def test_pgd_at_sat_by_hand(epoch: int) -> None:
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(**SAT_CFG)
+    table = _sat_table()
+    ctx = FixedAttack(cfg, epoch, soft_labels=table.clone(), x_adv=x_adv)
+    p_train, t_old, t_new, w, logits_adv, loss, _ = _sat_reference(model, x, y, x_adv, table, 0.8)
+    step = pgd_at_sat(model, x, y, IDX, ctx)
+    # the targets moved by exactly the momentum, from one-hot(y) for rows never visited
+    _close(ctx.soft_labels[IDX], 0.8 * t_old + 0.2 * p_train, tol=1e-6)
+    _close(ctx.soft_labels[[0, 19]], t_new[[2, 4]], tol=1e-6)  # ids 0 and 19 are batch positions 2 and 4
+    assert (t_new[[2, 4]].argmax(1) == y[[2, 4]]).all() and (t_new[[2, 4]].max(1).values > 0.8).all()
+    _close(ctx.soft_labels[IDX].sum(1), torch.ones(B), tol=1e-6)  # still distributions
+    rows = torch.zeros(N, dtype=torch.bool)
+    rows[IDX] = True
+    assert torch.equal(ctx.soft_labels[~rows], table[~rows])  # only the batch's rows change (zeros stay zeros)
+    # the loss: soft CE on x' weighted by w_i = max_c t_ic, normalized by sum_i w_i
+    _close(step.loss.item(), loss)
+    _close(step.logits.detach(), logits_adv)
+    assert model.training
+    unweighted = -(t_new * torch.log(_probs(logits_adv))).sum(1).mean()
+    assert abs(loss.item() - unweighted.item()) > 1e-3  # the weights matter here
+    assert abs(loss.item() - _ce(logits_adv, y).item()) > 1e-2  # and so do the soft targets
+    # the prediction is p(x) in train mode: eval mode or the adversarial input would move the targets by
+    # (1 - alpha) * these differences, far beyond the 1e-6 tolerance above
+    with torch.no_grad():
+        p_eval = _probs(copy.deepcopy(model).eval()(x))
+        p_adv = _probs(copy.deepcopy(model).train()(x_adv))
+    assert (p_eval - p_train).abs().max() > 1e-2 and (p_adv - p_train).abs().max() > 1e-3
+    # the attack is PGD-AT's: CE with the labels, the config's default start
+    (call,) = ctx.calls
+    assert call["start"] is None
+    z = _random_logits()
+    _close(call["objective"](z), _ce_per_example(z, y))
+
+
+def test_pgd_at_sat_targets_follow_the_momentum_over_visits() -> None:
+    """From zeros: t1 = a one-hot(y) + (1 - a) p1, then t2 = a t1 + (1 - a) p2 (p2 from the changed model)."""
+    model, (x, y, x_adv) = _model(), _batch()
+    cfg = RunConfig(**SAT_CFG)
+    ctx = FixedAttack(cfg, 3, soft_labels=torch.zeros(N, C), x_adv=x_adv)
+    onehot = F.one_hot(y, C).double()
+    with torch.no_grad():
+        p1 = _probs(copy.deepcopy(model).train()(x))
+    pgd_at_sat(model, x, y, IDX, ctx)
+    t1 = 0.8 * onehot + 0.2 * p1
+    _close(ctx.soft_labels[IDX], t1, tol=1e-6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        p2 = _probs(copy.deepcopy(model).train()(x))
+    pgd_at_sat(model, x, y, IDX, ctx)
+    _close(ctx.soft_labels[IDX], 0.8 * t1 + 0.2 * p2, tol=1e-6)
+    assert (ctx.soft_labels.abs().sum(1) > 0).sum() == B
+
+
+def test_pgd_at_sat_leaves_batchnorm_statistics_as_pgd_at() -> None:
+    """The extra train-mode forward on x does not move the running statistics (only the loss forward on x')."""
+    model, (x, y, x_adv) = _model(), _batch()
+    ref = copy.deepcopy(model)
+    pgd_at_sat(model, x, y, IDX, FixedAttack(RunConfig(**SAT_CFG), 4, soft_labels=torch.zeros(N, C), x_adv=x_adv))
+    pgd_at(ref, x, y, IDX, FixedAttack(RunConfig(method="pgd_at"), 4, x_adv=x_adv))
+    for (name, a), b in zip(model.named_buffers(), ref.buffers()):
+        assert torch.equal(a, b), name
+
+
+def test_pgd_at_sat_parameter_gradients_match_the_hand_loss() -> None:
+    """Targets and weights are constants: only log p(x') is differentiated."""
+    model, (x, y, x_adv) = _model(), _batch()
+    table = _sat_table()
+    ctx = FixedAttack(RunConfig(**SAT_CFG), 4, soft_labels=table.clone(), x_adv=x_adv)
+    *_, loss, ref = _sat_reference(model, x, y, x_adv, table, 0.8)
+    pgd_at_sat(model, x, y, IDX, ctx).loss.backward()
+    loss.backward()
+    for (pname, p), q in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(p.grad.double(), q.grad.double(), rtol=1e-4, atol=1e-6), pname
+
+
+@pytest.mark.parametrize("epoch", [2, 3])
+def test_pgd_at_sat_gives_a_finite_scalar_with_gradients(epoch: int) -> None:
+    cfg = RunConfig(method="pgd_at_sat", steps=2, sat_start=3)
+    model, (x, y, _) = _model(), _batch()
+    ctx = Context(cfg, epoch, soft_labels=torch.zeros(N, C))
+    torch.manual_seed(0)
+    step = pgd_at_sat(model, x, y, IDX, ctx)
+    assert step.loss.dim() == 0 and torch.isfinite(step.loss)
+    assert step.logits.shape == (B, C) and model.training
+    assert all(p.grad is None for p in model.parameters())
+    step.loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
+    updated = ctx.soft_labels.abs().sum(1) > 0
+    if epoch >= 3:
+        assert updated[IDX].all() and updated.sum() == B
+    else:
+        assert not updated.any()
+
+
+def test_sat_config_keys() -> None:
+    cfg = RunConfig()
+    assert (cfg.sat_start, cfg.sat_momentum) == (70, 0.9)  # SAT authors' TRADES+SAT script
+    assert "pgd_at_sat" in memlib.config.METHODS and METHODS["pgd_at_sat"] is pgd_at_sat
+    assert RunConfig(method="pgd_at_sat", sat_start=1, sat_momentum=0.0).sat_momentum == 0.0
+    assert RunConfig().run_id("x") == RunConfig(sat_start=70, sat_momentum=0.9).run_id("x")  # defaults: no new ids
+    for values, needle in [({"sat_start": 0}, "sat_start must be >= 1; got 0"),
+                           ({"sat_start": -5}, "sat_start must be >= 1"),
+                           ({"sat_momentum": 1.0}, "sat_momentum must be in [0, 1); got 1.0"),
+                           ({"sat_momentum": -0.1}, "sat_momentum must be in [0, 1)"),
+                           ({"sat_momentum": float("nan")}, "sat_momentum must be in [0, 1)"),
+                           ({"sat_momentum": "0.9x"}, "config key 'sat_momentum' expects float"),
+                           ({"sat_strat": 5}, "did you mean 'sat_start'?")]:
+        with pytest.raises(ConfigError) as info:
+            RunConfig.from_dict(values)
+        msg = str(info.value)
+        assert needle in msg and "\n" not in msg, msg
