@@ -10,7 +10,7 @@ In one process, on the same images, model, batch size and attack, it alternates
    ``.to(device)`` per batch; the attack as in REFERENCE_FACTS (model.eval(), uniform start, 10 sign steps of
    2/255 on the CE with ``loss.backward()``, which also fills parameter gradients; model.train() for the update);
 2. memlib's training step as the notebooks use it: uint8 images on the device, vectorized augmentation,
-   ``memlib.methods.pgd_at`` (input gradients only), bf16 autocast and channels_last on CUDA;
+   ``memlib.methods.pgd_at`` (input gradients only), channels_last, and bf16 autocast on CUDA;
 
 for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
 medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
@@ -180,13 +180,13 @@ def main(argv=None) -> dict:
     def fresh_model(fast: bool):
         torch.manual_seed(0)
         model = build_model(args.model, width=width).to(device)
-        if fast and gpu:
+        if fast:
             model = model.to(memory_format=torch.channels_last)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     ref_model, ref_opt = fresh_model(False)
     mem_model, mem_opt = fresh_model(True)
-    fmt = torch.channels_last if gpu else torch.contiguous_format
+    fmt = torch.channels_last
     mem_loader = Loader(images.to(device), labels.to(device), args.batch_size, shuffle=True, augment=True,
                         generator=torch.Generator().manual_seed(0), memory_format=fmt)
     ctx = Context(cfg, epoch=1)
