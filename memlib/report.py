@@ -101,7 +101,8 @@ def write_table(folder: Path, name: str, table: dict, builder: str, inputs: dict
     writer.writerow(table["csv_columns"])
     writer.writerows(table["csv_rows"])
     atomic_write_text(folder / f"{name}.csv", buf.getvalue())
-    atomic_write_json(folder / f"{name}.json", {"builder": builder, "inputs": inputs, "title": table["title"]})
+    atomic_write_json(folder / f"{name}.json", {"builder": builder, "inputs": inputs, "title": table["title"]},
+                      sort_keys=False)  # the order of the runs is the order of the rows
 
 
 def table_markdown(table: dict) -> str:
