@@ -17,18 +17,9 @@ from pathlib import Path
 
 from memlib.io import atomic_write_json, atomic_write_text
 from memlib.paper import METHOD_NAMES, TABLE1, TABLE_A1
-from memlib.runs import read_metrics, read_run
+from memlib.runs import project_root, read_metrics, read_run
 
 TIERS = ("smoke", "quick", "paper")
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The project folder (holding ``memlib/`` and ``params/``): from the current folder upwards, else the
-    folder above the memlib package."""
-    for folder in (Path(start or Path.cwd()).resolve(), *Path(start or Path.cwd()).resolve().parents):
-        if (folder / "memlib").is_dir() and (folder / "params").is_dir():
-            return folder
-    return Path(__file__).resolve().parent.parent
 
 
 class Outputs:

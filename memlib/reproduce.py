@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,8 +87,31 @@ def execute(project: str, name: str, tier: str, force: bool = False) -> dict:
         status["error"] = (f"cell {cell}: " if cell is not None else "") + \
             f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', str(exc))}".strip()
     status["seconds"] = time.time() - t0
+    _strip_paths(out_dir / f"{name}.ipynb", project)
     atomic_write_json(project / "outputs" / tier / "status" / f"{name}.json", status)
     return status
+
+
+def _strip_paths(path: Path, project: Path) -> None:
+    """Write the executed notebook's paths relative to the project, so it carries no machine paths."""
+    import nbformat
+
+    if not path.is_file():
+        return
+    nb = nbformat.read(str(path), as_version=4)
+    prefix = str(project) + os.sep
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if isinstance(meta.get(key), str):
+            meta[key] = meta[key].replace(prefix, "")
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if isinstance(output.get("text"), str):
+                output["text"] = output["text"].replace(prefix, "")
+            for mime, value in output.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    output["data"][mime] = value.replace(prefix, "")
+    atomic_write_text(path, nbformat.writes(nb))
 
 
 def run_batch(tier: str, only: list[str] | None = None, force: bool = False, executor: str = "local",

@@ -36,6 +36,38 @@ STATS = {
 }
 
 
+PATH_KEYS = ("out_dir", "data_dir", "data_path")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project folder (holding ``memlib/`` and ``params/``): from ``start`` (default: the current
+    folder) upwards, else the folder above the memlib package."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "memlib").is_dir() and (folder / "params").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def _portable(values: dict) -> dict:
+    """Config values with paths inside the project written relative to it (records carry no machine paths)."""
+    root, out = project_root(), dict(values)
+    for key in PATH_KEYS:
+        path = Path(out[key]) if out.get(key) else None
+        if path is not None and path.is_absolute() and path.resolve().is_relative_to(root):
+            out[key] = str(path.resolve().relative_to(root))
+    return out
+
+
+def _local(values: dict, run_dir: Path) -> dict:
+    """The inverse of ``_portable``: relative paths of a record are relative to the project of its run."""
+    root, out = project_root(run_dir), dict(values)
+    for key in PATH_KEYS:
+        if out.get(key) and not Path(out[key]).is_absolute():
+            out[key] = str(root / out[key])
+    return out
+
+
 def select_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is available; use device=auto or cpu")
@@ -87,7 +119,7 @@ def code_version() -> str:
 def run_record(cfg: RunConfig, run_id: str, source: str, device: torch.device) -> dict:
     return {
         "run_id": run_id,
-        "config": cfg.to_dict(),
+        "config": _portable(cfg.to_dict()),
         "identity": cfg.identity(source),
         "data_source": source,
         "code_version": code_version(),
@@ -103,7 +135,7 @@ def read_run(run_dir: str | Path) -> tuple[RunConfig, dict]:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a memlib run directory (no config.json)")
     record = json.loads(path.read_text())
-    return RunConfig.from_dict(record["config"]), record
+    return RunConfig.from_dict(_local(record["config"], Path(run_dir))), record
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

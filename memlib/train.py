@@ -95,7 +95,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
     if status_path.is_file() and json.loads(status_path.read_text()).get("finished"):
-        log(f"reusing finished run {run_dir} (force=True to train again)")
+        log(f"reusing finished run {run_dir.name} (force=True to train again)")
         return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
     data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
                         labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
                         test_ids=data.test_ids.numpy())
-        log(f"run {run_dir} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
+        log(f"run {run_dir.name} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
             f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
         train_eval_ids = balanced_subset(data.train_labels.cpu(), cfg.train_eval_subset, cfg.data_seed + 3)
         train_eval_ids = train_eval_ids.to(device)
