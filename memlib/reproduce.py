@@ -188,6 +188,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _training_minutes(project: Path, manifest: dict) -> float:
+    """Sum of the per-epoch times of a notebook's runs (what training them cost, whenever it happened)."""
+    total = 0.0
+    for run in manifest.get("runs", []):
+        path = project / run / "metrics.jsonl"
+        if path.is_file():
+            total += sum(json.loads(line).get("time", 0) for line in path.read_text().splitlines() if line.strip())
+    return total / 60
+
+
 def write_report(project: Path, tier: str) -> Path:
     """``outputs/<tier>/REPORT.md``: every notebook's status and time, every table inline, every figure."""
     out = project / "outputs" / tier
@@ -203,13 +213,17 @@ def write_report(project: Path, tier: str) -> Path:
             if cfg.is_file():
                 sources.add(json.loads(cfg.read_text())["data_source"])
     total = sum(s.get("seconds", 0) for s in statuses.values())
-    lines += [f"Data: {', '.join(sorted(sources)) or 'none recorded'}. Total notebook time: {total / 60:.1f} min.", "",
-              "| Notebook | Status | Time | Tables | Figures |", "|---|---|---|---|---|"]
+    train_time = {name: _training_minutes(project, m) for name, m in manifests.items()}
+    lines += [f"Data: {', '.join(sorted(sources)) or 'none recorded'}. Last execution of the notebooks: "
+              f"{total / 60:.1f} min; training of all their runs (reused runs were trained earlier): "
+              f"{sum(train_time.values()):.1f} min of run time.", "",
+              "| Notebook | Status | Last execution | Runs (training time) | Tables | Figures |", "|---|---|---|---|---|---|"]
     for name, s in statuses.items():
         m = manifests.get(name, {})
         state = "ok" if s["ok"] else f"**FAILED** — {s['error']}"
         lines.append(f"| [{name}](notebooks/{name}.ipynb) | {state} | {s.get('seconds', 0) / 60:.1f} min | "
-                     f"{len(m.get('tables', []))} | {len(m.get('figures', []))} |")
+                     f"{len(m.get('runs', []))} ({train_time.get(name, 0):.1f} min) | {len(m.get('tables', []))} | "
+                     f"{len(m.get('figures', []))} |")
     for name, m in manifests.items():
         lines += ["", f"## {name}", ""]
         if name in statuses and not statuses[name]["ok"]:

@@ -92,7 +92,8 @@ for path in run_dirs.values():
 
 NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES"}
 runs = {(m, r): run_dirs[("fig2", m, r)] for m in methods for r in noise_rates}
-curves = {key: read_metrics(path) for key, path in runs.items()}
+# per-epoch metrics; with `eval_every` > 1 only every k-th epoch has accuracies, so keep those epochs
+curves = {key: [m for m in read_metrics(path) if "train_nat_acc" in m] for key, path in runs.items()}
 
 # %% [markdown]
 # ## Fig. 2(a, b): learning curves on true and random labels
