@@ -10,7 +10,8 @@ In one process, on the same images, model, batch size and attack, it alternates
    ``.to(device)`` per batch; the attack as in REFERENCE_FACTS (model.eval(), uniform start, 10 sign steps of
    2/255 on the CE with ``loss.backward()``, which also fills parameter gradients; model.train() for the update);
 2. memlib's training step as the notebooks use it: uint8 images on the device, vectorized augmentation,
-   ``memlib.methods.pgd_at`` (input gradients only), channels_last, and bf16 autocast on CUDA;
+   ``memlib.methods.pgd_at`` (input gradients only), channels_last where it pays (CUDA; a one-thread CPU
+   process), bf16 autocast on CUDA;
 
 for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
 medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
@@ -42,6 +43,7 @@ from memlib.data import Loader, find_offline_cifar10, load_split  # noqa: E402
 from memlib.evaluate import predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
+from memlib.runs import uses_channels_last  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 
@@ -152,8 +154,11 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (2 on CUDA, 0 on CPU)")
     p.add_argument("--eval-n", type=int, default=None, help="test images for PGD-10 eval (default 512 CPU, 5000 GPU)")
     p.add_argument("--aa-n", type=int, default=None, help="test images for AutoAttack (default 32 CPU, 500 GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own, all cores)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
@@ -180,13 +185,13 @@ def main(argv=None) -> dict:
     def fresh_model(fast: bool):
         torch.manual_seed(0)
         model = build_model(args.model, width=width).to(device)
-        if fast:
+        if fast and uses_channels_last(cfg, device):
             model = model.to(memory_format=torch.channels_last)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     ref_model, ref_opt = fresh_model(False)
     mem_model, mem_opt = fresh_model(True)
-    fmt = torch.channels_last
+    fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
     mem_loader = Loader(images.to(device), labels.to(device), args.batch_size, shuffle=True, augment=True,
                         generator=torch.Generator().manual_seed(0), memory_format=fmt)
     ctx = Context(cfg, epoch=1)
@@ -252,7 +257,7 @@ def main(argv=None) -> dict:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "cuda" if gpu else "cpu"
+    name = "cuda" if gpu else f"cpu-{torch.get_num_threads()}thread"
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))

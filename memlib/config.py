@@ -121,7 +121,7 @@ class RunConfig:
     eval_every: int = 1  # evaluate every k epochs (and always at the last); best checkpoint among evaluated epochs
     eval_batch_size: int = 512  # batch size of evaluation attacks
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # channels_last memory format (faster on CUDA and on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU process with one thread
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:

@@ -87,9 +87,12 @@ def make_model(cfg: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device | str) -> bool:
-    """channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN: about 25% faster PGD-AT steps for the
-    small ResNets of the CPU tiers, measured by benchmarks/bench_train.py)."""
-    return cfg.channels_last
+    """channels_last pays on CUDA (tensor cores). On a CPU it depends on the threads (measured for the small
+    ResNets of the CPU tiers on 2 cores, see benchmarks/README.md): about 30% faster PGD steps with one
+    thread per process (as ``train_many`` workers use), about 15% slower with two; so one thread only."""
+    if torch.device(device).type == "cuda":
+        return cfg.channels_last
+    return cfg.channels_last and torch.get_num_threads() == 1
 
 
 def uses_amp(cfg: RunConfig, device: torch.device | str) -> bool:
