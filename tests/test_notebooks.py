@@ -12,7 +12,7 @@ import pytest
 
 from memlib.config import ConfigError
 from memlib.report import TIERS, rebuild_table
-from memlib.reproduce import load_params, notebook_parameters, notebooks, run_batch
+from memlib.reproduce import load_params, notebook_parameters, run_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
