@@ -9,6 +9,7 @@ horizontal flip are drawn per example and applied to the whole batch at once on 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -138,7 +139,10 @@ def _cached(cfg: RunConfig, key: str, read):
     return images, labels
 
 
+@functools.lru_cache(maxsize=16)
 def _folder_key(folder: Path) -> str:
+    """A fingerprint of an ImageFolder split (names and sizes of its files), once per process: listing 50,000
+    files costs more than reading the uint8 cache it names."""
     listing = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.glob("*/*") if p.is_file())
     return hashlib.sha256(repr(listing).encode()).hexdigest()[:12]
 

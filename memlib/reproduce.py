@@ -22,7 +22,8 @@ import yaml
 
 from memlib.config import ConfigError, RunConfig
 from memlib.io import atomic_write_json, atomic_write_text
-from memlib.report import TIERS, project_root
+from memlib.report import TIERS
+from memlib.runs import project_root
 
 
 def notebooks(project: Path, tier: str) -> list[str]:

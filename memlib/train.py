@@ -186,9 +186,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         bar.close()
 
         finished = last_epoch >= cfg.epochs
-        if finished:
-            state = load_checkpoint(last_path, expect_run_id=run_id)
-            save_checkpoint(run_dir / "final.pt", {k: state[k] for k in ("format", "run_id", "epoch", "model", "metrics")})
+        if finished:  # the model in memory is the last epoch's (trained now, or loaded from last.pt)
+            save_checkpoint(run_dir / "final.pt", _weights_state(model, run_id, history[-1]["epoch"], history[-1]))
             atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
                                             "total_time": sum(h["time"] for h in history)})
     finally:
