@@ -1,7 +1,7 @@
 """PGD-10 adversarial-training throughput: memlib vs a loop written the way the authors' public code trains.
 
     python benchmarks/bench_train.py                 # CPU defaults: ResNet-18 at width 0.125, batch 128
-    python benchmarks/bench_train.py --width 1 --reps 5 --batches 20   # a GPU run (ResNet-18, CIFAR-10)
+    python benchmarks/bench_train.py --width 1 --reps 5   # a GPU run (ResNet-18, CIFAR-10; 100 batches a rep)
 
 In one process, on the same images, model, batch size and attack, it alternates
 
@@ -11,7 +11,9 @@ In one process, on the same images, model, batch size and attack, it alternates
    2/255 on the CE with ``loss.backward()``, which also fills parameter gradients; model.train() for the update);
 2. memlib's training step as the notebooks use it: uint8 images on the device, vectorized augmentation,
    ``memlib.methods.pgd_at`` (input gradients only), channels_last where it pays (CUDA; a one-thread CPU
-   process), bf16 autocast on CUDA;
+   process), bf16 autocast on CUDA, and on CUDA the step recorded as a CUDA graph once per pass and replayed
+   (``memlib.train.GraphedStep``; ``--no-graphs`` for eager steps); each pass is one call of memlib's own
+   epoch function, recording included;
 
 for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
 medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
@@ -44,6 +46,7 @@ from memlib.evaluate import predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
 from memlib.runs import uses_channels_last  # noqa: E402
+from memlib.train import _train_epoch  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 
@@ -103,19 +106,12 @@ def reference_epoch(model, opt, loader, device, batches):
 
 # --- memlib's step ---------------------------------------------------------------------------------
 
-def memlib_epoch(model, opt, loader, ctx, device, amp, batches):
-    n = 0
-    for b, (x, y, idx) in enumerate(loader):
-        if b == batches:
-            break
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            step = METHODS["pgd_at"](model, x, y, idx, ctx)
-        opt.zero_grad(set_to_none=True)
-        step.loss.backward()
-        opt.step()
-        n += len(y)
-    sync(device)
-    return n
+def memlib_epoch(model, opt, loader, ctx, amp, graphs):
+    """One pass of ``loader`` through memlib's own epoch function, as ``memlib.train`` runs it (with its
+    per-epoch CUDA graph recording when ``graphs``)."""
+    _train_epoch(model, opt, loader, METHODS["pgd_at"], ctx, amp, graphs)
+    sync(next(model.parameters()).device)
+    return len(loader.labels)
 
 
 def mm_flops(device, dtype, size, reps=10) -> float:
@@ -149,12 +145,18 @@ def main(argv=None) -> dict:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--width", type=float, default=None, help="default: 1.0 on CUDA, 0.125 on CPU")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=None, help="batches per repetition (default: 4 CPU, 20 GPU)")
+    p.add_argument("--batches", type=int, default=None, help="batches per repetition (default: 4 CPU, 100 GPU)")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers of the reference (2 on CUDA, 0 on CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of the reference (2 on CUDA, 0 on CPU)")
     p.add_argument("--eval-n", type=int, default=None, help="test images for PGD-10 eval (default 512 CPU, 5000 GPU)")
     p.add_argument("--aa-n", type=int, default=None, help="test images for AutoAttack (default 32 CPU, 500 GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own, all cores)")
+    p.add_argument("--compile", default="", metavar="MODE",
+                   help="also torch.compile memlib's model with this mode (default, reduce-overhead, max-autotune); "
+                        "the compile time is reported apart, outside the timed repetitions")
+    p.add_argument("--no-graphs", action="store_true", help="eager memlib steps on CUDA (no CUDA graph replay)")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     if args.threads:
@@ -163,7 +165,7 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if gpu else 0.125)
-    batches = args.batches or (20 if gpu else 4)
+    batches = args.batches or (100 if gpu else 4)
     workers = args.workers if args.workers is not None else (2 if gpu else 0)
     eval_n = args.eval_n or (5000 if gpu else 512)
     aa_n = args.aa_n or (500 if gpu else 32)
@@ -195,11 +197,18 @@ def main(argv=None) -> dict:
     mem_loader = Loader(images.to(device), labels.to(device), args.batch_size, shuffle=True, augment=True,
                         generator=torch.Generator().manual_seed(0), memory_format=fmt)
     ctx = Context(cfg, epoch=1)
+    eager_model = mem_model
+    if args.compile:  # the step calls the compiled module; the optimizer holds the same parameters
+        mem_model = torch.compile(eager_model, mode=None if args.compile == "default" else args.compile)
 
-    # warm-up (cudnn autotuning, allocator, first-call overheads)
+    graphs = gpu and not args.no_graphs
+
+    # warm-up (cudnn autotuning, allocator, first-call overheads, compilation): one pass each
     torch.backends.cudnn.benchmark = True
-    reference_epoch(ref_model, ref_opt, ref_loader, device, 2)
-    memlib_epoch(mem_model, mem_opt, mem_loader, ctx, device, gpu, 2)
+    reference_epoch(ref_model, ref_opt, ref_loader, device, batches)
+    t = time.perf_counter()
+    memlib_epoch(mem_model, mem_opt, mem_loader, ctx, gpu, graphs)
+    warmup_s = time.perf_counter() - t
 
     ref_rates, mem_rates = [], []
     for r in range(args.reps):
@@ -207,31 +216,33 @@ def main(argv=None) -> dict:
         n = reference_epoch(ref_model, ref_opt, ref_loader, device, batches)
         ref_rates.append(n / (time.perf_counter() - t))
         t = time.perf_counter()
-        n = memlib_epoch(mem_model, mem_opt, mem_loader, ctx, device, gpu, batches)
+        n = memlib_epoch(mem_model, mem_opt, mem_loader, ctx, gpu, graphs)
         mem_rates.append(n / (time.perf_counter() - t))
-        print(f"rep {r + 1}/{args.reps}: reference {ref_rates[-1]:.1f} ex/s, memlib {mem_rates[-1]:.1f} ex/s", flush=True)
+        print(f"rep {r + 1}/{args.reps}: reference {ref_rates[-1]:.1f} ex/s, memlib {mem_rates[-1]:.1f} ex/s",
+              flush=True)
     ref_med, mem_med = statistics.median(ref_rates), statistics.median(mem_rates)
 
-    flops_per_example = step_flops(mem_model, mem_loader, ctx, gpu, device)
+    flops_per_example = step_flops(eager_model, mem_loader, ctx, gpu, device)
     mm_size = 8192 if gpu else 2048
     peak_fp32 = mm_flops(device, torch.float32, mm_size)
     peak_bf16 = mm_flops(device, torch.bfloat16, mm_size) if gpu else None
     reference_peak = peak_bf16 if gpu else peak_fp32
     achieved = flops_per_example * mem_med
 
-    # evaluation throughput
-    mem_model.eval()
+    # evaluation throughput (the second of two passes: the first autotunes cuDNN for the batch shapes)
+    eager_model.eval()
     x_test, y_test = test_split.images[:eval_n].to(device), test_split.labels[:eval_n].to(device)
-    sync(device)
-    t = time.perf_counter()
-    predict(mem_model, x_test, y_test, "pgd-10", eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=gpu,
-            memory_format=fmt)
-    sync(device)
-    pgd_rate = eval_n / (time.perf_counter() - t)
+    eval_kw = dict(eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=gpu, memory_format=fmt)
+    for _ in range(2):
+        sync(device)
+        t = time.perf_counter()
+        predict(eager_model, x_test, y_test, "pgd-10", **eval_kw)
+        sync(device)
+        pgd_rate = eval_n / (time.perf_counter() - t)
     aa_rate = None
     try:
         t = time.perf_counter()
-        predict(mem_model, x_test[:aa_n], y_test[:aa_n], "autoattack", eps=EPS, alpha=ALPHA, batch_size=500)
+        predict(eager_model, x_test[:aa_n], y_test[:aa_n], "autoattack", eps=EPS, alpha=ALPHA, batch_size=500)
         sync(device)
         aa_rate = aa_n / (time.perf_counter() - t)
     except Exception as exc:  # AutoAttack missing or failing: report, don't hide
@@ -252,12 +263,13 @@ def main(argv=None) -> dict:
         "achieved_fraction_of_mm": achieved / reference_peak,
         "eval_pgd10_examples_per_s": pgd_rate, "eval_n": eval_n,
         "eval_autoattack_examples_per_s": aa_rate, "autoattack_n": aa_n,
-        "peak_memory_gib": peak_mem,
+        "peak_memory_gib": peak_mem, "compile": args.compile or None, "cuda_graphs": graphs,
+        "memlib_warmup_s": warmup_s,
         "projected_200_epoch_pgd_at_hours": 200 * 50000 / mem_med / 3600,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "cuda" if gpu else f"cpu-{torch.get_num_threads()}thread"
+    name = ("cuda" if gpu else f"cpu-{torch.get_num_threads()}thread") + (f"-{args.tag}" if args.tag else "")
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
@@ -271,7 +283,9 @@ def markdown(r: dict) -> str:
         ("setting", f"{r['model']}, batch {r['batch_size']}, {r['attack']}, {r['batches_per_rep']} batches x "
                     f"{r['reps']} reps, data: {r['data']}"),
         ("reference-style loop (median)", f"{r['reference_median']:.1f} examples/s"),
-        ("memlib (median)", f"{r['memlib_median']:.1f} examples/s"),
+        ("memlib (median)", f"{r['memlib_median']:.1f} examples/s"
+                            + (f" (torch.compile mode {r['compile']})" if r.get("compile") else "")
+                            + (" (CUDA graph replay)" if r.get("cuda_graphs") else "")),
         ("speed-up (ratio of medians)", f"**{r['speedup']:.2f}x**"),
         ("memlib model FLOPs per training example", f"{r['memlib_train_flops_per_example'] / 1e9:.3f} GFLOP"),
         ("memlib achieved", f"{r['memlib_achieved_flops'] / 1e9:.1f} GFLOP/s"),

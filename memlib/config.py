@@ -135,6 +135,8 @@ class RunConfig:
     eval_batch_size: int = 512  # batch size of evaluation attacks
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU process with one thread
+    cuda_graphs: bool = True  # CUDA + SGD: record the training step as a CUDA graph each epoch and replay it
+    # (same kernels; the eager step at batch 128 is bound by kernel launches); False: eager steps
     snapshot_epochs: list[int] = field(default_factory=list)  # also keep the weights after these epochs as
     # epoch_<k>.pt (0 = the initialization), for analyses along training (Figs. 3, 4b, A.9)
 

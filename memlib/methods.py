@@ -205,7 +205,7 @@ def pgd_at_sat(model, x, y, idx, ctx: Context) -> Step:
         p = F.softmax(torch.func.functional_call(model, buffers, (x,)).float(), 1)
         t = ctx.soft_labels[idx]
         fresh = (t == 0).all(1)
-        t[fresh] = F.one_hot(y[fresh], t.shape[1]).to(t.dtype)
+        t = torch.where(fresh[:, None], F.one_hot(y, t.shape[1]).to(t.dtype), t)  # no sync: CUDA graphs
         t = ctx.cfg.sat_momentum * t + (1 - ctx.cfg.sat_momentum) * p
         ctx.soft_labels[idx] = t
         w = t.max(1).values

@@ -178,6 +178,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         amp = uses_amp(cfg, device)
+        graphs = device.type == "cuda" and cfg.cuda_graphs and cfg.optimizer == "sgd"
         fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
         loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
                         generator=generator, memory_format=fmt)
@@ -192,7 +193,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                 group["lr"] = lr
             ctx = Context(cfg, epoch, soft_labels, teacher=teacher, std_teacher=std_teacher, peer=peer)
             try:
-                m = {"epoch": epoch, "lr": lr, **_train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp)}
+                m = {"epoch": epoch, "lr": lr,
+                     **_train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp, graphs)}
             except TrainingDiverged as exc:
                 bar.close()
                 kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
@@ -267,35 +269,110 @@ def _lock(run_dir: Path):
     return handle
 
 
-def _train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool) -> dict:
+def _train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graphs: bool = False) -> dict:
     """One pass over the training set; returns the epoch's training metrics. Raises ``TrainingDiverged``
-    (with the batch number) on a non-finite loss, before the optimizer step."""
+    (with the batch number) on a non-finite loss: before the optimizer step for an eager step, one batch later
+    for a graph replay (the run stops all the same and nothing of the epoch is saved). With ``graphs`` (CUDA)
+    the full-size batches go through a ``GraphedStep``."""
     model.train()
     if ctx.peer is not None:
         ctx.peer.train()
-    device = next(model.parameters()).device
     sums = {"loss": 0.0, "correct": 0, "grad_norm": 0.0, "grad_sq_norm": 0.0}
+    graphed = GraphedStep(model, optimizer, method, ctx, amp) if graphs else None
+    pending = None  # (batch number, loss) of the last replay, checked once the next batch is on its way
     n = 0
     for b, (x, y, idx) in enumerate(tqdm(loader, desc=f"epoch {ctx.epoch}", leave=False,
                                          disable=not ctx.cfg.progress), 1):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            step = method(model, x, y, idx, ctx)
-        loss = step.loss.float()
-        if not torch.isfinite(loss).item():
-            raise TrainingDiverged(f"non-finite loss ({loss.item()})", f"batch {b}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters()
-                          if p.grad is not None]).sum()
-        optimizer.step()
-        sums["loss"] += loss.detach() * len(y)
-        sums["correct"] += (step.logits.detach().argmax(1) == y).sum()
+        if graphed is not None and len(y) == loader.batch_size:
+            loss, correct, sq = graphed(x, y, idx, b)
+            if pending is not None:
+                _check_finite(*pending)
+            pending = (b, loss) if graphed.graph is not None else None
+        else:
+            loss, correct, sq = train_step(model, optimizer, method, ctx, amp, x, y, idx, batch=b)
+        sums["loss"] += loss * len(y)
+        sums["correct"] += correct
         sums["grad_sq_norm"] += sq  # the authors' logged quantity: sum of squared gradient norms
         sums["grad_norm"] += sq.sqrt()
         n += len(y)
+    if pending is not None:
+        _check_finite(*pending)
     return {"train_loss": float(sums["loss"]) / n, "train_batch_acc": float(sums["correct"]) / n,
             "grad_norm": float(sums["grad_norm"]) / len(loader),
             "grad_sq_norm": float(sums["grad_sq_norm"]) / len(loader)}
+
+
+def _check_finite(batch: int, loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss).item():
+        raise TrainingDiverged(f"non-finite loss ({loss.item()})", f"batch {batch}")
+
+
+def train_step(model, optimizer, method, ctx: Context, amp: bool, x, y, idx, batch: int | None = None):
+    """One training step: the method's loss (its attack included) under bf16 autocast when ``amp``, backward,
+    the squared gradient norm, the optimizer step. Returns (loss, correct, squared grad norm) as tensors.
+    With ``batch`` given, a non-finite loss raises ``TrainingDiverged`` before the step (a sync per batch);
+    without it (graph capture) nothing leaves the GPU."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        step = method(model, x, y, idx, ctx)
+    loss = step.loss.float()
+    if batch is not None:
+        _check_finite(batch, loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
+    optimizer.step()
+    return loss.detach(), (step.logits.detach().argmax(1) == y).sum(), sq
+
+
+class GraphedStep:
+    """``train_step`` recorded as one CUDA graph and replayed for every full batch of an epoch.
+
+    At the paper's batch of 128 an eager PGD-10 step launches some 3,000 small kernels and the GPU waits for
+    the CPU most of the time (benchmarks/README.md); a replay launches the same kernels at once. A new graph
+    is recorded each epoch, after ``WARMUP`` eager steps (cuDNN autotuning, optimizer state), because the lr
+    and the methods' schedules (Eq. 6's gamma, TE's weight, the forget rate) enter the kernels as constants.
+    The attack's random starts come from the CUDA generator, whose graph-safe state advances with each
+    replay as it does in eager mode: in deterministic mode a replayed epoch equals an eager one exactly
+    (tests/test_cuda.py). A method whose step waits for the GPU (``.item()``, boolean-mask indexing) cannot be
+    recorded; that stops the run with a one-line error naming ``cuda_graphs: false``."""
+
+    WARMUP = 2
+
+    def __init__(self, model, optimizer, method, ctx: Context, amp: bool):
+        self.model, self.optimizer, self.method, self.ctx, self.amp = model, optimizer, method, ctx, amp
+        self.calls, self.graph = 0, None
+
+    def _eager(self, x, y, idx, batch):
+        return train_step(self.model, self.optimizer, self.method, self.ctx, self.amp, x, y, idx, batch=batch)
+
+    def __call__(self, x, y, idx, batch: int):
+        self.calls += 1
+        if self.calls <= self.WARMUP:  # on a side stream, as torch.cuda.graphs asks
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                out = self._eager(x, y, idx, batch)
+            torch.cuda.current_stream().wait_stream(stream)
+            return out
+        if self.graph is None:
+            self.x, self.y, self.idx = x.clone(), y.clone(), idx.clone()
+            graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                with torch.cuda.graph(graph):
+                    self.out = train_step(self.model, self.optimizer, self.method, self.ctx, self.amp,
+                                          self.x, self.y, self.idx)
+            except Exception as exc:  # a CPU sync in the method; the CUDA generator is left mid-capture
+                raise MemlibError(f"the {self.ctx.cfg.method} step cannot be recorded as a CUDA graph "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0]}); the method must not wait "
+                                  "for the GPU (.item(), boolean masks), or set cuda_graphs: false") from exc
+            self.graph = graph
+        else:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            self.idx.copy_(idx)
+        self.graph.replay()
+        return tuple(t.clone() for t in self.out)
 
 
 def _evaluate_epoch(model, data, train_eval_ids, steps: int, eval_kw: dict) -> dict:
