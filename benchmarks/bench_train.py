@@ -45,7 +45,7 @@ from memlib.data import Loader, find_offline_cifar10, load_split  # noqa: E402
 from memlib.evaluate import predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
-from memlib.runs import uses_channels_last  # noqa: E402
+from memlib.runs import uses_amp, uses_channels_last  # noqa: E402
 from memlib.train import _train_epoch  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -155,6 +155,8 @@ def main(argv=None) -> dict:
     p.add_argument("--compile", default="", metavar="MODE",
                    help="also torch.compile memlib's model with this mode (default, reduce-overhead, max-autotune); "
                         "the compile time is reported apart, outside the timed repetitions")
+    p.add_argument("--cpu-amp", action="store_true",
+                   help="memlib with bf16 autocast on the CPU too (config key cpu_amp); reports bf16 torch.mm beside")
     p.add_argument("--no-graphs", action="store_true", help="eager memlib steps on CUDA (no CUDA graph replay)")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -171,7 +173,8 @@ def main(argv=None) -> dict:
     aa_n = args.aa_n or (500 if gpu else 32)
     n_train = args.batch_size * batches
 
-    cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False)
+    cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False, cpu_amp=args.cpu_amp)
+    amp = uses_amp(cfg, device)
     source = "offline CIFAR-10 copy (JPEG)" if find_offline_cifar10() else "torchvision CIFAR-10"
     train_split, test_split = load_split(cfg, True), load_split(cfg, False)
     g = torch.Generator().manual_seed(0)
@@ -207,7 +210,7 @@ def main(argv=None) -> dict:
     torch.backends.cudnn.benchmark = True
     reference_epoch(ref_model, ref_opt, ref_loader, device, batches)
     t = time.perf_counter()
-    memlib_epoch(mem_model, mem_opt, mem_loader, ctx, gpu, graphs)
+    memlib_epoch(mem_model, mem_opt, mem_loader, ctx, amp, graphs)
     warmup_s = time.perf_counter() - t
 
     ref_rates, mem_rates = [], []
@@ -216,23 +219,23 @@ def main(argv=None) -> dict:
         n = reference_epoch(ref_model, ref_opt, ref_loader, device, batches)
         ref_rates.append(n / (time.perf_counter() - t))
         t = time.perf_counter()
-        n = memlib_epoch(mem_model, mem_opt, mem_loader, ctx, gpu, graphs)
+        n = memlib_epoch(mem_model, mem_opt, mem_loader, ctx, amp, graphs)
         mem_rates.append(n / (time.perf_counter() - t))
         print(f"rep {r + 1}/{args.reps}: reference {ref_rates[-1]:.1f} ex/s, memlib {mem_rates[-1]:.1f} ex/s",
               flush=True)
     ref_med, mem_med = statistics.median(ref_rates), statistics.median(mem_rates)
 
-    flops_per_example = step_flops(eager_model, mem_loader, ctx, gpu, device)
+    flops_per_example = step_flops(eager_model, mem_loader, ctx, amp, device)
     mm_size = 8192 if gpu else 2048
     peak_fp32 = mm_flops(device, torch.float32, mm_size)
-    peak_bf16 = mm_flops(device, torch.bfloat16, mm_size) if gpu else None
-    reference_peak = peak_bf16 if gpu else peak_fp32
+    peak_bf16 = mm_flops(device, torch.bfloat16, mm_size) if amp else None
+    reference_peak = peak_bf16 if amp else peak_fp32  # the precision memlib computes in
     achieved = flops_per_example * mem_med
 
     # evaluation throughput (the second of two passes: the first autotunes cuDNN for the batch shapes)
     eager_model.eval()
     x_test, y_test = test_split.images[:eval_n].to(device), test_split.labels[:eval_n].to(device)
-    eval_kw = dict(eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=gpu, memory_format=fmt)
+    eval_kw = dict(eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=amp, memory_format=fmt)
     for _ in range(2):
         sync(device)
         t = time.perf_counter()
@@ -263,7 +266,7 @@ def main(argv=None) -> dict:
         "achieved_fraction_of_mm": achieved / reference_peak,
         "eval_pgd10_examples_per_s": pgd_rate, "eval_n": eval_n,
         "eval_autoattack_examples_per_s": aa_rate, "autoattack_n": aa_n,
-        "peak_memory_gib": peak_mem, "compile": args.compile or None, "cuda_graphs": graphs,
+        "peak_memory_gib": peak_mem, "compile": args.compile or None, "cuda_graphs": graphs, "amp_bf16": amp,
         "memlib_warmup_s": warmup_s,
         "projected_200_epoch_pgd_at_hours": 200 * 50000 / mem_med / 3600,
     }
@@ -285,12 +288,15 @@ def markdown(r: dict) -> str:
         ("reference-style loop (median)", f"{r['reference_median']:.1f} examples/s"),
         ("memlib (median)", f"{r['memlib_median']:.1f} examples/s"
                             + (f" (torch.compile mode {r['compile']})" if r.get("compile") else "")
-                            + (" (CUDA graph replay)" if r.get("cuda_graphs") else "")),
+                            + (" (CUDA graph replay)" if r.get("cuda_graphs") else "")
+                            + (" (bf16 autocast on the CPU)" if r.get("amp_bf16") and r["device"] == "cpu" else "")),
         ("speed-up (ratio of medians)", f"**{r['speedup']:.2f}x**"),
         ("memlib model FLOPs per training example", f"{r['memlib_train_flops_per_example'] / 1e9:.3f} GFLOP"),
         ("memlib achieved", f"{r['memlib_achieved_flops'] / 1e9:.1f} GFLOP/s"),
         (f"torch.mm ({peak})", f"{(r['mm_flops_bf16'] or r['mm_flops_fp32']) / 1e9:.1f} GFLOP/s"),
         ("achieved / torch.mm", f"**{100 * r['achieved_fraction_of_mm']:.1f}%**"),
+        *([("achieved / torch.mm fp32", f"{100 * r['memlib_achieved_flops'] / r['mm_flops_fp32']:.1f}%")]
+          if r["mm_flops_bf16"] else []),
         ("PGD-10 evaluation", f"{r['eval_pgd10_examples_per_s']:.1f} examples/s (n = {r['eval_n']})"),
         ("AutoAttack (standard) evaluation", "not measured" if r["eval_autoattack_examples_per_s"] is None else
          f"{r['eval_autoattack_examples_per_s']:.2f} examples/s (n = {r['autoattack_n']})"),

@@ -133,7 +133,9 @@ class RunConfig:
     train_eval_subset: int = 0  # training examples (fixed, class-balanced) for train natural/robust acc; 0 = all
     eval_every: int = 1  # evaluate every k epochs (and always at the last); best checkpoint among evaluated epochs
     eval_batch_size: int = 512  # batch size of evaluation attacks
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # bfloat16 autocast on CUDA (on the CPU only with cpu_amp)
+    cpu_amp: bool = False  # bfloat16 autocast on the CPU too: ~1.8x faster where the CPU has AMX/AVX512-BF16
+    # (benchmarks/README.md), slower where it has neither; it changes the numbers, so it is off by default
     channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU process with one thread
     cuda_graphs: bool = True  # CUDA + SGD: record the training step as a CUDA graph each epoch and replay it
     # (same kernels; the eager step at batch 128 is bound by kernel launches); False: eager steps

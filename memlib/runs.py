@@ -96,7 +96,8 @@ def uses_channels_last(cfg: RunConfig, device: torch.device | str) -> bool:
 
 
 def uses_amp(cfg: RunConfig, device: torch.device | str) -> bool:
-    return cfg.amp and torch.device(device).type == "cuda"
+    """bfloat16 autocast: on CUDA with ``amp``, on a CPU with ``amp`` and ``cpu_amp``."""
+    return cfg.amp and (torch.device(device).type == "cuda" or cfg.cpu_amp)
 
 
 def run_dir_for(cfg: RunConfig) -> tuple[Path, str, str]:

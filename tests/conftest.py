@@ -56,9 +56,11 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_cfg(tiny_folder, tmp_path):
-    """A tiny PGD-AT run on the tiny ImageFolder; seconds on a CPU."""
+    """A tiny PGD-AT run on the tiny ImageFolder; seconds on a CPU. On the CPU also where a GPU is present:
+    these tests compare numbers exactly; tests/test_cuda.py covers the GPU (``device="cuda"``)."""
     def make(**changes) -> RunConfig:
-        values = dict(data_source="imagefolder", data_path=str(tiny_folder), data_dir=str(tmp_path / "data"),
+        values = dict(device="cpu", data_source="imagefolder", data_path=str(tiny_folder),
+                      data_dir=str(tmp_path / "data"),
                       out_dir=str(tmp_path / "runs"), model="resnet18", width=0.0625, epochs=3, batch_size=32,
                       steps=2, eval_steps=2, train_subset=60, test_subset=30, lr=0.05, lr_milestones=[2],
                       progress=False)

@@ -17,6 +17,8 @@ from memlib.models import build_model
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 3
 ATTACK = dict(eps=EPS, alpha=ALPHA, steps=STEPS)
 
+ON_CPU = dict(device="cpu", log=lambda m: None)  # compared with CPU computations: exact numbers
+
 
 def small_net(seed: int = 0, classes: int = 10) -> nn.Module:
     """A conv net with BatchNorm whose running statistics are not the defaults, left in train mode."""
@@ -303,7 +305,7 @@ def test_run_adversarial_losses_are_the_runs_own_examples_saved_and_reused(tiny_
                                                                             seed=1)]
     runs = [train(c).run_dir for c in cfgs]
     attack = {"eps": 4 / 255, "alpha": 1 / 255, "steps": 2, "seed": 3}
-    got = A.run_adversarial_losses(runs[0], "final", batch_size=16, **attack)
+    got = A.run_adversarial_losses(runs[0], "final", batch_size=16, device="cpu", **attack)
     data = prepare_data(cfgs[0])
     assert np.array_equal(got["train_ids"], data.train_ids.numpy())
     assert np.array_equal(got["labels"], data.train_labels.numpy())
@@ -317,29 +319,29 @@ def test_run_adversarial_losses_are_the_runs_own_examples_saved_and_reused(tiny_
     saved = A.read_adversarial_losses(runs[0], got["key"])
     np.testing.assert_array_equal(saved["losses"], got["losses"])
     monkeypatch.setattr(A, "adversarial_losses", lambda *a, **k: pytest.fail("recomputed a saved setting"))
-    np.testing.assert_array_equal(A.run_adversarial_losses(runs[0], "final", batch_size=16, **attack)["losses"],
-                                  got["losses"])
+    np.testing.assert_array_equal(
+        A.run_adversarial_losses(runs[0], "final", batch_size=16, device="cpu", **attack)["losses"], got["losses"])
     (runs[0] / "final.pt").rename(runs[0] / "final.pt.away")  # weights not carried (e.g. a git checkout): reused
-    np.testing.assert_array_equal(A.run_adversarial_losses(runs[0], "final", batch_size=16, **attack)["losses"],
-                                  got["losses"])
+    np.testing.assert_array_equal(
+        A.run_adversarial_losses(runs[0], "final", batch_size=16, device="cpu", **attack)["losses"], got["losses"])
     monkeypatch.undo()
     # a checkpoint with other weights (a retrained run) is measured again
     state = load_checkpoint(runs[0] / "final.pt.away")
     state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
     save_checkpoint(runs[0] / "final.pt", state)
-    again = A.run_adversarial_losses(runs[0], "final", batch_size=16, **attack)
+    again = A.run_adversarial_losses(runs[0], "final", batch_size=16, device="cpu", **attack)
     assert not np.allclose(again["losses"], got["losses"])
     (runs[0] / "final.pt.away").replace(runs[0] / "final.pt")
-    got = A.run_adversarial_losses(runs[0], "final", batch_size=16, **attack)
+    got = A.run_adversarial_losses(runs[0], "final", batch_size=16, device="cpu", **attack)
     np.testing.assert_allclose(got["losses"], want.numpy(), rtol=1e-5, atol=1e-6)
     # another setting is added beside the first; the run's training attack is the default
-    default = A.run_adversarial_losses(runs[0], "final", steps=2)
+    default = A.run_adversarial_losses(runs[0], "final", steps=2, device="cpu")
     assert default["key"] == A.adv_losses_key("final", eps=8 / 255, alpha=2 / 255, steps=2, seed=0)
     assert A.read_adversarial_losses(runs[0], got["key"]) is not None
     assert A.read_adversarial_losses(runs[0], "final|linf|pgd-99|eps=1|alpha=1|seed=0") is None
 
     # the table computes tau from the two files
-    other = A.run_adversarial_losses(runs[1], "final", batch_size=16, **attack)
+    other = A.run_adversarial_losses(runs[1], "final", batch_size=16, device="cpu", **attack)
     project = runs[0].parent.parent
     rel = [str(r.relative_to(project)) for r in runs]
     table = build_loss_consistency(project, {"seeds": rel}, got["key"], "t", "s")
@@ -414,7 +416,7 @@ def test_run_complexity_measures_the_runs_own_examples_saves_reuses_and_feeds_th
     assert (data.train_labels != data.train_true_labels).any()  # random labels, not the true ones
     assert torch.bincount(data.train_true_labels[where], minlength=10).tolist() == [2] * 10
 
-    got = A.run_complexity(runs[1], settings, log=lambda m: None)
+    got = A.run_complexity(runs[1], settings, **ON_CPU)
     model, _ = load_weights(runs[1], "final")
     s = A.complexity_settings(settings)
     want = A.complexity_measures(model, x, y, eps=8 / 255, alpha=2 / 255, steps=1, hessian_examples=4, hessian_iters=3,
@@ -427,28 +429,28 @@ def test_run_complexity_measures_the_runs_own_examples_saves_reuses_and_feeds_th
     saved = json.loads((runs[1] / A.COMPLEXITY_FILE).read_text())
     assert list(saved) == [A.complexity_key(settings)] == [A.complexity_key(s)]
     monkeypatch.setattr(A, "complexity_measures", lambda *a, **k: pytest.fail("measured a saved setting again"))
-    assert A.run_complexity(runs[1], settings, log=lambda m: None) == saved[A.complexity_key(settings)]
+    assert A.run_complexity(runs[1], settings, **ON_CPU) == saved[A.complexity_key(settings)]
     (runs[1] / "final.pt").rename(runs[1] / "final.pt.away")  # weights not carried (a git checkout): reused
-    assert A.run_complexity(runs[1], settings, log=lambda m: None) == saved[A.complexity_key(settings)]
+    assert A.run_complexity(runs[1], settings, **ON_CPU) == saved[A.complexity_key(settings)]
     monkeypatch.undo()
     # ... unless the checkpoint changed (a retrained run)
     state = load_checkpoint(runs[1] / "final.pt.away")
     state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
     save_checkpoint(runs[1] / "final.pt", state)
-    assert A.run_complexity(runs[1], settings, log=lambda m: None)["adv_loss"] != pytest.approx(got["adv_loss"])
+    assert A.run_complexity(runs[1], settings, **ON_CPU)["adv_loss"] != pytest.approx(got["adv_loss"])
     (runs[1] / "final.pt.away").replace(runs[1] / "final.pt")
-    assert A.run_complexity(runs[1], settings, log=lambda m: None)["adv_loss"] == pytest.approx(got["adv_loss"])
+    assert A.run_complexity(runs[1], settings, **ON_CPU)["adv_loss"] == pytest.approx(got["adv_loss"])
     # another setting is added beside the first
-    A.run_complexity(runs[1], {**settings, "gamma": 0.25}, log=lambda m: None)
+    A.run_complexity(runs[1], {**settings, "gamma": 0.25}, **ON_CPU)
     assert len(json.loads((runs[1] / A.COMPLEXITY_FILE).read_text())) == 2
 
     # the table: one row per model, the gap from metrics.jsonl, and Kendall's tau of each measure with the gap
-    A.run_complexity(runs[0], settings, log=lambda m: None)
+    A.run_complexity(runs[0], settings, **ON_CPU)
     table = build_complexity(Path("/"), {"true": str(runs[0]), "random": str(runs[1])}, settings, "t", "s")
     assert [r[0] for r in table["rows"]][:2] == ["true", "random"] and table["rows"][1][1] == "random"
     gaps = [100 * (read_metrics(r)[-1]["train_rob_acc"] - read_metrics(r)[-1]["test_rob_acc"]) for r in runs]
     assert [row[6] for row in table["csv_rows"][:2]] == pytest.approx(gaps, abs=1e-3)
-    cx = [A.run_complexity(r, settings, log=lambda m: None) for r in runs]
+    cx = [A.run_complexity(r, settings, **ON_CPU) for r in runs]
     flat_col = table["csv_columns"].index("flatness")
     tau = A.kendall_tau([c["flatness"] for c in cx], gaps)
     assert table["csv_rows"][2][0] == "kendall_tau" and not np.isnan(tau)

@@ -506,3 +506,15 @@ def test_pgd_accuracy_matches_a_direct_attack(trained) -> None:
     torch.manual_seed(4)
     assert accuracy(model, x, y, "pgd-10", eps=8 / 255, alpha=2 / 255) == pytest.approx(expected)
     assert expected < _acc(model, x, y)
+
+
+def test_pgd_under_cpu_bfloat16_autocast_stays_in_the_ball_and_raises_the_loss(trained) -> None:
+    """``cpu_amp``: the attack runs under bf16 autocast on the CPU; x' stays fp32, in the ball and in [0, 1]."""
+    model, x, y = trained
+    eps = 8 / 255
+    torch.manual_seed(7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_adv = pgd(model, x, ce_objective(y), eps=eps, alpha=2 / 255, steps=10)
+    assert x_adv.dtype == torch.float32
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert _ce_mean(model, x_adv, y) > _ce_mean(model, x, y) + 0.1

@@ -393,3 +393,14 @@ def test_published_baseline_tables_are_consistent():
                                                                                      cell["diff"]))
                 off += [(key, attack, diff)] if abs(best - final - diff) > 0.011 else []
     assert off == [("pgd_at", "cw-1000", 7.48)]  # the paper's own typo (50.11 - 43.63 = 6.48), also in Table 1
+
+
+def test_cpu_amp_is_bfloat16_autocast_on_the_cpu_and_a_run_of_its_own(tiny_cfg):
+    from memlib.runs import uses_amp
+
+    assert not uses_amp(tiny_cfg(), "cpu") and uses_amp(tiny_cfg(cpu_amp=True), "cpu")
+    assert not uses_amp(tiny_cfg(cpu_amp=True, amp=False), "cpu") and uses_amp(tiny_cfg(), "cuda")
+    fp32, bf16 = train(tiny_cfg(epochs=1)), train(tiny_cfg(epochs=1, cpu_amp=True))
+    assert fp32.run_dir != bf16.run_dir  # it changes the numbers, so it is part of the identity
+    a, b = fp32.metrics[0]["train_loss"], bf16.metrics[0]["train_loss"]
+    assert np.isfinite(b) and b != a and b == pytest.approx(a, rel=0.05)
