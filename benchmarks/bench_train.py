@@ -46,7 +46,7 @@ from memlib.evaluate import predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
 from memlib.runs import uses_amp, uses_channels_last  # noqa: E402
-from memlib.train import _train_epoch  # noqa: E402
+from memlib.train import train_epoch  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 
@@ -109,7 +109,7 @@ def reference_epoch(model, opt, loader, device, batches):
 def memlib_epoch(model, opt, loader, ctx, amp, graphs):
     """One pass of ``loader`` through memlib's own epoch function, as ``memlib.train`` runs it (with its
     per-epoch CUDA graph recording when ``graphs``)."""
-    _train_epoch(model, opt, loader, METHODS["pgd_at"], ctx, amp, graphs)
+    train_epoch(model, opt, loader, METHODS["pgd_at"], ctx, amp, graphs)
     sync(next(model.parameters()).device)
     return len(loader.labels)
 

@@ -11,6 +11,7 @@ from ``swa_start`` on its weight average is the model that is evaluated and save
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -194,7 +195,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             ctx = Context(cfg, epoch, soft_labels, teacher=teacher, std_teacher=std_teacher, peer=peer)
             try:
                 m = {"epoch": epoch, "lr": lr,
-                     **_train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp, graphs)}
+                     **train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp, graphs)}
             except TrainingDiverged as exc:
                 bar.close()
                 kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
@@ -269,7 +270,7 @@ def _lock(run_dir: Path):
     return handle
 
 
-def _train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graphs: bool = False) -> dict:
+def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graphs: bool = False) -> dict:
     """One pass over the training set; returns the epoch's training metrics. Raises ``TrainingDiverged``
     (with the batch number) on a non-finite loss: before the optimizer step for an eager step, one batch later
     for a graph replay (the run stops all the same and nothing of the epoch is saved). With ``graphs`` (CUDA)
@@ -339,11 +340,9 @@ class GraphedStep:
     WARMUP = 2
 
     def __init__(self, model, optimizer, method, ctx: Context, amp: bool):
-        self.model, self.optimizer, self.method, self.ctx, self.amp = model, optimizer, method, ctx, amp
+        self.step = functools.partial(train_step, model, optimizer, method, ctx, amp)
+        self.optimizer, self.method_name = optimizer, ctx.cfg.method
         self.calls, self.graph = 0, None
-
-    def _eager(self, x, y, idx, batch):
-        return train_step(self.model, self.optimizer, self.method, self.ctx, self.amp, x, y, idx, batch=batch)
 
     def __call__(self, x, y, idx, batch: int):
         self.calls += 1
@@ -351,7 +350,7 @@ class GraphedStep:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                out = self._eager(x, y, idx, batch)
+                out = self.step(x, y, idx, batch=batch)
             torch.cuda.current_stream().wait_stream(stream)
             return out
         if self.graph is None:
@@ -360,10 +359,9 @@ class GraphedStep:
             self.optimizer.zero_grad(set_to_none=True)
             try:
                 with torch.cuda.graph(graph):
-                    self.out = train_step(self.model, self.optimizer, self.method, self.ctx, self.amp,
-                                          self.x, self.y, self.idx)
+                    self.out = self.step(self.x, self.y, self.idx)
             except Exception as exc:  # a CPU sync in the method; the CUDA generator is left mid-capture
-                raise MemlibError(f"the {self.ctx.cfg.method} step cannot be recorded as a CUDA graph "
+                raise MemlibError(f"the {self.method_name} step cannot be recorded as a CUDA graph "
                                   f"({type(exc).__name__}: {str(exc).splitlines()[0]}); the method must not wait "
                                   "for the GPU (.item(), boolean masks), or set cuda_graphs: false") from exc
             self.graph = graph
