@@ -10,16 +10,18 @@ In one process, on the same images, model, batch size and attack, it alternates
    ``.to(device)`` per batch; the attack as in REFERENCE_FACTS (model.eval(), uniform start, 10 sign steps of
    2/255 on the CE with ``loss.backward()``, which also fills parameter gradients; model.train() for the update);
 2. memlib's training step as the notebooks use it: uint8 images on the device, vectorized augmentation,
-   ``memlib.methods.pgd_at`` (input gradients only), channels_last where it pays (CUDA; a one-thread CPU
-   process), bf16 autocast on CUDA, and on CUDA the step recorded as a CUDA graph once per pass and replayed
-   (``memlib.train.GraphedStep``; ``--no-graphs`` for eager steps); each pass is one call of memlib's own
-   epoch function, recording included;
+   ``memlib.methods.pgd_at`` (input gradients only; the attack's eval-mode passes with BatchNorm folded into
+   the convolutions, ``--no-fold`` without), channels_last where it pays, bf16 autocast on CUDA, and on CUDA
+   the step recorded as a CUDA graph once per pass and replayed (``memlib.train.GraphedStep``;
+   ``--no-graphs`` for eager steps); each pass is one call of memlib's own epoch function, recording included;
 
 for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
 medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
 on the same device, memlib's achieved model FLOP/s in AT training (FLOPs of one training step counted with
-``torch.utils.flop_counter``) as a fraction of it, and peak memory. Results go to
-``benchmarks/results/<device>.json`` and ``.md``.
+``torch.utils.flop_counter``) as a fraction of it, and peak memory. On the CPU it also profiles one memlib
+pass to split its time between the convolutions (which carry all counted FLOPs but the last layer's) and
+everything else, and reports the FLOP/s reached inside the convolutions: the ceiling of the whole step.
+Results go to ``benchmarks/results/<device>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def mm_flops(device, dtype, size, reps=10) -> float:
     return 2 * size ** 3 * reps / (time.perf_counter() - t)
 
 
-def step_flops(model, loader, ctx, amp, device) -> float:
-    """FLOPs of one memlib PGD-AT training step (attack + update), counted by torch's flop counter."""
+def step_flops(model, loader, ctx, amp, device) -> tuple[float, float]:
+    """FLOPs per example of one memlib PGD-AT training step (attack + update), counted by torch's flop
+    counter: (all, those of convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
     x, y, idx = next(iter(loader))
     counter = FlopCounterMode(display=False)
@@ -137,7 +140,23 @@ def step_flops(model, loader, ctx, amp, device) -> float:
             step = METHODS["pgd_at"](model, x, y, idx, ctx)
         step.loss.backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / len(y)
+    by_op = counter.get_flop_counts().get("Global", {})
+    conv = sum(n for op, n in by_op.items() if "convolution" in str(op))
+    return counter.get_total_flops() / len(y), conv / len(y)
+
+
+CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution_pointwise",
+                "aten::thnn_conv2d", "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward")
+
+
+def conv_time_share(model, opt, loader, ctx, amp) -> float:
+    """Share of one memlib pass's operator time (torch.profiler, self CPU time) spent in convolutions."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_epoch(model, opt, loader, METHODS["pgd_at"], ctx, amp, False)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in CONV_KERNELS) / total
 
 
 def main(argv=None) -> dict:
@@ -158,6 +177,10 @@ def main(argv=None) -> dict:
     p.add_argument("--cpu-amp", action="store_true",
                    help="memlib with bf16 autocast on the CPU too (config key cpu_amp); reports bf16 torch.mm beside")
     p.add_argument("--no-graphs", action="store_true", help="eager memlib steps on CUDA (no CUDA graph replay)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="memlib's attack without BatchNorm folded into the convolutions (config key fold_bn)")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memlib's memory format: auto = memlib's own choice (memlib.runs.uses_channels_last)")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -173,8 +196,10 @@ def main(argv=None) -> dict:
     aa_n = args.aa_n or (500 if gpu else 32)
     n_train = args.batch_size * batches
 
-    cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False, cpu_amp=args.cpu_amp)
+    cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False, cpu_amp=args.cpu_amp,
+                    fold_bn=not args.no_fold, channels_last=args.channels_last != "off")
     amp = uses_amp(cfg, device)
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and uses_channels_last(cfg, device))
     source = "offline CIFAR-10 copy (JPEG)" if find_offline_cifar10() else "torchvision CIFAR-10"
     train_split, test_split = load_split(cfg, True), load_split(cfg, False)
     g = torch.Generator().manual_seed(0)
@@ -190,13 +215,13 @@ def main(argv=None) -> dict:
     def fresh_model(fast: bool):
         torch.manual_seed(0)
         model = build_model(args.model, width=width).to(device)
-        if fast and uses_channels_last(cfg, device):
+        if fast and channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     ref_model, ref_opt = fresh_model(False)
     mem_model, mem_opt = fresh_model(True)
-    fmt = torch.channels_last if uses_channels_last(cfg, device) else torch.contiguous_format
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     mem_loader = Loader(images.to(device), labels.to(device), args.batch_size, shuffle=True, augment=True,
                         generator=torch.Generator().manual_seed(0), memory_format=fmt)
     ctx = Context(cfg, epoch=1)
@@ -225,12 +250,15 @@ def main(argv=None) -> dict:
               flush=True)
     ref_med, mem_med = statistics.median(ref_rates), statistics.median(mem_rates)
 
-    flops_per_example = step_flops(eager_model, mem_loader, ctx, amp, device)
+    flops_per_example, conv_flops_per_example = step_flops(eager_model, mem_loader, ctx, amp, device)
+    conv_share = None if gpu else conv_time_share(mem_model, mem_opt, mem_loader, ctx, amp)
     mm_size = 8192 if gpu else 2048
     peak_fp32 = mm_flops(device, torch.float32, mm_size)
     peak_bf16 = mm_flops(device, torch.bfloat16, mm_size) if amp else None
     reference_peak = peak_bf16 if amp else peak_fp32  # the precision memlib computes in
     achieved = flops_per_example * mem_med
+    # FLOP/s inside the convolutions: their FLOPs over the share of the step's time they take
+    conv_flops = None if conv_share is None else conv_flops_per_example * mem_med / conv_share
 
     # evaluation throughput (the second of two passes: the first autotunes cuDNN for the batch shapes)
     eager_model.eval()
@@ -264,9 +292,13 @@ def main(argv=None) -> dict:
         "memlib_train_flops_per_example": flops_per_example, "memlib_achieved_flops": achieved,
         "mm_flops_fp32": peak_fp32, "mm_flops_bf16": peak_bf16,
         "achieved_fraction_of_mm": achieved / reference_peak,
+        "conv_flops_share": conv_flops_per_example / flops_per_example, "conv_time_share": conv_share,
+        "conv_achieved_flops": conv_flops,
+        "conv_fraction_of_mm": None if conv_flops is None else conv_flops / reference_peak,
         "eval_pgd10_examples_per_s": pgd_rate, "eval_n": eval_n,
         "eval_autoattack_examples_per_s": aa_rate, "autoattack_n": aa_n,
         "peak_memory_gib": peak_mem, "compile": args.compile or None, "cuda_graphs": graphs, "amp_bf16": amp,
+        "fold_bn": cfg.fold_bn, "channels_last": channels_last,
         "memlib_warmup_s": warmup_s,
         "projected_200_epoch_pgd_at_hours": 200 * 50000 / mem_med / 3600,
     }
@@ -289,7 +321,9 @@ def markdown(r: dict) -> str:
         ("memlib (median)", f"{r['memlib_median']:.1f} examples/s"
                             + (f" (torch.compile mode {r['compile']})" if r.get("compile") else "")
                             + (" (CUDA graph replay)" if r.get("cuda_graphs") else "")
-                            + (" (bf16 autocast on the CPU)" if r.get("amp_bf16") and r["device"] == "cpu" else "")),
+                            + (" (bf16 autocast on the CPU)" if r.get("amp_bf16") and r["device"] == "cpu" else "")
+                            + ("" if r.get("fold_bn", True) else " (BatchNorm not folded)")
+                            + (", channels_last" if r.get("channels_last") else ", NCHW")),
         ("speed-up (ratio of medians)", f"**{r['speedup']:.2f}x**"),
         ("memlib model FLOPs per training example", f"{r['memlib_train_flops_per_example'] / 1e9:.3f} GFLOP"),
         ("memlib achieved", f"{r['memlib_achieved_flops'] / 1e9:.1f} GFLOP/s"),
@@ -297,6 +331,11 @@ def markdown(r: dict) -> str:
         ("achieved / torch.mm", f"**{100 * r['achieved_fraction_of_mm']:.1f}%**"),
         *([("achieved / torch.mm fp32", f"{100 * r['memlib_achieved_flops'] / r['mm_flops_fp32']:.1f}%")]
           if r["mm_flops_bf16"] else []),
+        *([("time in convolutions (profiled pass)",
+            f"{100 * r['conv_time_share']:.1f}% of the step ({100 * r['conv_flops_share']:.1f}% of its FLOPs)"),
+           ("FLOP/s inside the convolutions", f"{r['conv_achieved_flops'] / 1e9:.1f} GFLOP/s = "
+            f"**{100 * r['conv_fraction_of_mm']:.1f}%** of torch.mm ({peak})")]
+          if r.get("conv_time_share") else []),
         ("PGD-10 evaluation", f"{r['eval_pgd10_examples_per_s']:.1f} examples/s (n = {r['eval_n']})"),
         ("AutoAttack (standard) evaluation", "not measured" if r["eval_autoattack_examples_per_s"] is None else
          f"{r['eval_autoattack_examples_per_s']:.2f} examples/s (n = {r['autoattack_n']})"),

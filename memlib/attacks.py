@@ -8,7 +8,9 @@
 * ``autoattack``: the standard AutoAttack through the real package (``autoattack`` or ``pyautoattack``).
 
 Every attack runs the model in eval mode (BatchNorm frozen, dropout off) and restores each module's
-mode afterwards; only the input gradient is computed, never parameter gradients.
+mode afterwards; only the input gradient is computed, never parameter gradients. With ``fold_bn`` (the
+default) the eval-mode model runs with each BatchNorm folded into the convolution before it
+(``memlib.models.fold_bn``): the same function up to float rounding, with fewer passes over memory.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from memlib.config import ConfigError
+from memlib.models import fold_bn as folded_view
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # logits (B, C) -> per-example loss (B,) to maximize
 
@@ -90,7 +93,7 @@ def _start(x: torch.Tensor, eps: float, norm: str, start: str) -> torch.Tensor:
 
 
 def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, alpha: float, steps: int,
-        norm: str = "linf", start: str | None = None, restarts: int = 1) -> torch.Tensor:
+        norm: str = "linf", start: str | None = None, restarts: int = 1, fold_bn: bool = True) -> torch.Tensor:
     """PGD (Eq. 2): ``steps`` ascent steps on ``objective`` from a random start, projected onto
     {x' : ||x' - x||_p <= eps} and [0, 1]. l-inf steps along the gradient's sign; l2 steps along the
     gradient divided by its l2 norm. With ``restarts`` > 1, each example keeps the restart with the
@@ -101,11 +104,12 @@ def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, 
     x = x.detach()
     best, best_value = x.clone(), None
     with eval_mode(model):
+        net = folded_view(model) if fold_bn else model
         for _ in range(restarts):
             delta = _start(x, eps, norm, start)
             for _ in range(steps):
                 delta.requires_grad_(True)
-                loss = objective(model(x + delta)).sum()
+                loss = objective(net(x + delta)).sum()
                 (grad,) = torch.autograd.grad(loss, delta)
                 if norm == "linf":
                     step = grad.sign()
@@ -115,7 +119,7 @@ def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, 
             if restarts == 1:
                 return (x + delta).detach()
             with torch.no_grad():
-                value = objective(model(x + delta))
+                value = objective(net(x + delta))
                 better = value > best_value if best_value is not None else torch.ones_like(value, dtype=torch.bool)
                 best = torch.where(better.view(-1, 1, 1, 1), x + delta, best)
                 best_value = value if best_value is None else torch.maximum(value, best_value)
@@ -123,11 +127,11 @@ def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, 
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, alpha: float,
-         norm: str = "linf") -> torch.Tensor:
+         norm: str = "linf", fold_bn: bool = True) -> torch.Tensor:
     """FGSM with random initialization (Wong et al. 2020, "fast AT"): one PGD step of size ``alpha``
     (they use 1.25 * eps) from a uniform start."""
     return pgd(model, x, objective, eps=eps, alpha=alpha, steps=1, norm=norm,
-               start="uniform" if norm == "linf" else "normal")
+               start="uniform" if norm == "linf" else "normal", fold_bn=fold_bn)
 
 
 # --- AutoAttack ---------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ def _autoattack_class():
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
-               batch_size: int = 500, seed: int = 0, verbose: bool = False) -> torch.Tensor:
+               batch_size: int = 500, seed: int = 0, verbose: bool = False, fold_bn: bool = True) -> torch.Tensor:
     """Standard AutoAttack (Croce & Hein 2020: APGD-CE, APGD-T, FAB-T, Square) on ``model`` as it is
     (inputs in [0, 1], logits out), in eval mode, in float32. Returns the adversarial examples."""
     AutoAttack = _autoattack_class()
@@ -158,7 +162,7 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         p.requires_grad_(False)
     try:
         with eval_mode(model), torch.autocast(x.device.type, enabled=False):
-            adversary = AutoAttack(model, **kwargs)
+            adversary = AutoAttack(folded_view(model) if fold_bn else model, **kwargs)
             adversary.verbose = verbose
             run = adversary.run_standard_evaluation
             bs_key = "batch_size" if "batch_size" in inspect.signature(run).parameters else "bs"
@@ -187,12 +191,12 @@ def parse_attack(spec: str) -> tuple[str, int]:
 
 
 def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: str, *, eps: float, alpha: float,
-           norm: str = "linf", restarts: int = 1, batch_size: int = 500) -> torch.Tensor:
+           norm: str = "linf", restarts: int = 1, batch_size: int = 500, fold_bn: bool = True) -> torch.Tensor:
     """Adversarial examples for an evaluation attack spec (see ``parse_attack``)."""
     kind, steps = parse_attack(spec)
     if kind == "natural":
         return x
     if kind == "autoattack":
-        return autoattack(model, x, y, eps=eps, norm=norm, batch_size=batch_size)
+        return autoattack(model, x, y, eps=eps, norm=norm, batch_size=batch_size, fold_bn=fold_bn)
     objective = ce_objective(y) if kind == "pgd" else margin_objective(y)
-    return pgd(model, x, objective, eps=eps, alpha=alpha, steps=steps, norm=norm, restarts=restarts)
+    return pgd(model, x, objective, eps=eps, alpha=alpha, steps=steps, norm=norm, restarts=restarts, fold_bn=fold_bn)

@@ -137,6 +137,9 @@ class RunConfig:
     cpu_amp: bool = False  # bfloat16 autocast on the CPU too: ~1.8x faster where the CPU has AMX/AVX512-BF16
     # (benchmarks/README.md), slower where it has neither; it changes the numbers, so it is off by default
     channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU process with one thread
+    fold_bn: bool = True  # attacks and evaluation run the eval-mode model with each BatchNorm folded into the
+    # convolution before it: the same function up to float rounding, 1.4-2x faster PGD-AT on the CPU (runs made
+    # before this key existed computed it unfolded; fold_bn: false is that computation, in a run of its own)
     cuda_graphs: bool = True  # CUDA + SGD: record the training step as a CUDA graph each epoch and replay it
     # (same kernels; the eager step at batch 128 is bound by kernel launches); False: eager steps
     snapshot_epochs: list[int] = field(default_factory=list)  # also keep the weights after these epochs as

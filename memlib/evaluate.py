@@ -13,6 +13,7 @@ import torch.nn as nn
 from memlib.attacks import attack, eval_mode, parse_attack
 from memlib.data import DataError, balanced_subset, load_split
 from memlib.io import atomic_write_json, load_checkpoint
+from memlib.models import fold_bn as fold_bn_view
 from memlib.runs import make_model, read_run, run_dir_for, select_device, uses_amp, uses_channels_last
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
@@ -20,8 +21,9 @@ TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
 
 def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: str = "natural", *,
             eps: float, alpha: float, norm: str = "linf", batch_size: int = 512, amp: bool = False,
-            memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Predicted classes of ``images`` (uint8 or float in [0, 1]) under the attack ``spec``, eval mode."""
+            memory_format: torch.memory_format = torch.contiguous_format, fold_bn: bool = True) -> torch.Tensor:
+    """Predicted classes of ``images`` (uint8 or float in [0, 1]) under the attack ``spec``, eval mode (with
+    BatchNorm folded into the convolutions when ``fold_bn``, see ``memlib.attacks``)."""
     preds = []
     kind, _ = parse_attack(spec)
     device = images.device
@@ -31,9 +33,10 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
         x = (x.float() / 255 if x.dtype == torch.uint8 else x).contiguous(memory_format=memory_format)
         y = labels[start:start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size)
+            x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size,
+                           fold_bn=fold_bn)
             with torch.no_grad(), eval_mode(model):
-                preds.append(model(x_adv).argmax(1))
+                preds.append((fold_bn_view(model) if fold_bn else model)(x_adv).argmax(1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
 
 
@@ -88,7 +91,7 @@ def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pg
                 torch.manual_seed(seed)
                 t0 = time.time()
                 acc = accuracy(model, images, labels, spec, eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm,
-                               batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt)
+                               batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt, fold_bn=cfg.fold_bn)
                 cache[key] = {"acc": acc, "epoch": state.get("epoch"), "seconds": time.time() - t0,
                               "n": len(labels), "data_source": record["data_source"]}
                 atomic_write_json(cache_path, cache)

@@ -43,8 +43,9 @@ class Context:
         """The training attack of the config (PGD-k, or FGSM with random init)."""
         c = self.cfg
         if c.train_attack == "fgsm":
-            return fgsm(model, x, objective, eps=c.eps, alpha=c.alpha, norm=c.norm)
-        return pgd(model, x, objective, eps=c.eps, alpha=c.alpha, steps=c.steps, norm=c.norm, start=start)
+            return fgsm(model, x, objective, eps=c.eps, alpha=c.alpha, norm=c.norm, fold_bn=c.fold_bn)
+        return pgd(model, x, objective, eps=c.eps, alpha=c.alpha, steps=c.steps, norm=c.norm, start=start,
+                   fold_bn=c.fold_bn)
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training cross-entropy, with the config's label smoothing (Pang et al. 2021 when > 0)."""

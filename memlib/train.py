@@ -184,7 +184,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
                         generator=generator, memory_format=fmt)
         eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
-                       memory_format=fmt)
+                       memory_format=fmt, fold_bn=cfg.fold_bn)
         last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
         bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch", disable=not cfg.progress)
         for epoch in range(start, last_epoch + 1):
