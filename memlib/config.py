@@ -136,7 +136,8 @@ class RunConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (on the CPU only with cpu_amp)
     cpu_amp: bool = False  # bfloat16 autocast on the CPU too: ~1.8x faster where the CPU has AMX/AVX512-BF16
     # (benchmarks/README.md), slower where it has neither; it changes the numbers, so it is off by default
-    channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU process with one thread
+    channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU (with several threads only
+    # together with fold_bn; memlib.runs.uses_channels_last)
     fold_bn: bool = True  # attacks and evaluation run the eval-mode model with each BatchNorm folded into the
     # convolution before it: the same function up to float rounding, 1.4-2x faster PGD-AT on the CPU (runs made
     # before this key existed computed it unfolded; fold_bn: false is that computation, in a run of its own)

@@ -87,12 +87,14 @@ def make_model(cfg: RunConfig, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def uses_channels_last(cfg: RunConfig, device: torch.device | str) -> bool:
-    """channels_last pays on CUDA (tensor cores). On a CPU it depends on the threads (measured for the small
-    ResNets of the CPU tiers on 2 cores, see benchmarks/README.md): about 30% faster PGD steps with one
-    thread per process (as ``train_many`` workers use), about 15% slower with two; so one thread only."""
+    """channels_last pays on CUDA (tensor cores). On a CPU (measured for the small ResNets of the CPU tiers on
+    2 cores, see benchmarks/README.md) it pays with one thread per process (as ``train_many`` workers use),
+    and with several threads when the attack's BatchNorm is folded (``fold_bn``: 1.26x NCHW's PGD-AT step
+    with two threads); eval-mode BatchNorm in channels_last is what is slow with several threads, so without
+    folding a multi-threaded CPU process keeps NCHW."""
     if torch.device(device).type == "cuda":
         return cfg.channels_last
-    return cfg.channels_last and torch.get_num_threads() == 1
+    return cfg.channels_last and (torch.get_num_threads() == 1 or cfg.fold_bn)
 
 
 def uses_amp(cfg: RunConfig, device: torch.device | str) -> bool:

@@ -15,7 +15,7 @@ from memlib.data import Loader, augment, load_split
 from memlib.evaluate import accuracy, load_weights
 from memlib.io import load_checkpoint
 from memlib.methods import METHODS
-from memlib.models import build_model
+from memlib.models import build_model, fold_bn
 from memlib.train import train
 
 # deterministic cuBLAS must be configured before the first CUDA call
@@ -45,6 +45,30 @@ def test_bf16_channels_last_logits_match_fp32_cpu():
     # bf16 keeps 8 bits of mantissa: agreement to a few percent of the logits' scale, same top class mostly
     assert (out - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+def test_folded_view_matches_the_model_in_bf16_and_inside_a_cuda_graph():
+    """BatchNorm folded into the convolutions (the attacks' default) on CUDA: the same logits as the model up
+    to bf16 rounding, and a graph that recorded the folding replays it from the current weights."""
+    x, _ = (t.cuda() for t in _batch())
+    x = x.contiguous(memory_format=torch.channels_last)
+    model = _model("cuda", True)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        ref, out = model(x).float(), fold_bn(model)(x).float()
+        assert (out - ref).abs().max() <= 0.05 * ref.abs().max() + 1e-3
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fold_bn(model)(x)  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = fold_bn(model)(x).float()
+        for p in model.parameters():  # an in-place weight update, as SGD makes
+            p.mul_(0.9)
+        graph.replay()
+        expected = model(x).float()
+    assert (captured - expected).abs().max() <= 0.05 * expected.abs().max() + 1e-3
 
 
 def test_pgd_under_bf16_autocast_stays_in_the_ball_and_raises_the_loss():

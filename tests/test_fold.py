@@ -174,3 +174,17 @@ def test_fold_bn_key_default_keeps_run_ids_and_false_is_a_run_of_its_own():
     assert RunConfig().fold_bn is True
     assert RunConfig().run_id("x") == RunConfig(fold_bn=True).run_id("x")
     assert RunConfig().run_id("x") != RunConfig(fold_bn=False).run_id("x")
+
+
+def test_channels_last_on_a_multithreaded_cpu_only_with_folding():
+    from memlib.runs import uses_channels_last
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert uses_channels_last(RunConfig(), "cpu")
+        assert not uses_channels_last(RunConfig(fold_bn=False), "cpu")  # the layout of runs made before folding
+        assert not uses_channels_last(RunConfig(channels_last=False), "cpu")
+        torch.set_num_threads(1)
+        assert uses_channels_last(RunConfig(fold_bn=False), "cpu") and uses_channels_last(RunConfig(), "cpu")
+    finally:
+        torch.set_num_threads(threads)
