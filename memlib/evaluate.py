@@ -13,7 +13,7 @@ import torch.nn as nn
 from memlib.attacks import attack, eval_mode, parse_attack
 from memlib.data import DataError, balanced_subset, load_split
 from memlib.io import atomic_write_json, load_checkpoint
-from memlib.models import fold_bn as fold_bn_view
+from memlib.models import fold_bn as folded_view
 from memlib.runs import make_model, read_run, run_dir_for, select_device, uses_amp, uses_channels_last
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
@@ -36,7 +36,7 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
             x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size,
                            fold_bn=fold_bn)
             with torch.no_grad(), eval_mode(model):
-                preds.append((fold_bn_view(model) if fold_bn else model)(x_adv).argmax(1))
+                preds.append((folded_view(model) if fold_bn else model)(x_adv).argmax(1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
 
 
