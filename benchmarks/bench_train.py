@@ -43,11 +43,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from memlib.config import RunConfig  # noqa: E402
-from memlib.data import Loader, find_offline_cifar10, load_split  # noqa: E402
-from memlib.evaluate import predict  # noqa: E402
+from memlib.data import Loader, balanced_subset, load_split  # noqa: E402
+from memlib.evaluate import accuracy, load_weights, predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
-from memlib.runs import uses_amp, uses_channels_last  # noqa: E402
+from memlib.runs import code_version, run_dir_for, uses_amp, uses_channels_last  # noqa: E402
 from memlib.train import train_epoch  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -116,17 +116,23 @@ def memlib_epoch(model, opt, loader, ctx, amp, graphs):
     return len(loader.labels)
 
 
-def mm_flops(device, dtype, size, reps=10) -> float:
+def mm_flops(device, dtype, size, reps=10, trials=3) -> float:
+    """FLOP/s of ``size`` x ``size`` products: the best of ``trials`` timings of ``reps`` products each (the
+    machine's limit; a single timing varies by 10-20% on a shared CPU, and the best makes the ratio
+    achieved / torch.mm the conservative one)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * size ** 3 * reps / (time.perf_counter() - t)
+    best = 0.0
+    for _ in range(trials):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        best = max(best, 2 * size ** 3 * reps / (time.perf_counter() - t))
+    return best
 
 
 def step_flops(model, loader, ctx, amp, device) -> tuple[float, float]:
@@ -181,6 +187,12 @@ def main(argv=None) -> dict:
                    help="memlib's attack without BatchNorm folded into the convolutions (config key fold_bn)")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="memlib's memory format: auto = memlib's own choice (memlib.runs.uses_channels_last)")
+    p.add_argument("--eval-run", default="", metavar="RUN_DIR",
+                   help="measure evaluation (PGD-10, AutoAttack) on this run's final weights (same model and "
+                        "width, e.g. a quick-tier PGD-AT run) instead of the benchmark's barely trained model")
+    p.add_argument("--data-path", default="", help="an ImageFolder root ({train,test}/<class>/*.png); default: "
+                                                   "memlib's own choice (the offline CIFAR-10 copy, else torchvision)")
+    p.add_argument("--data-dir", default="data", help="torchvision root and memlib's uint8 cache (config data_dir)")
     p.add_argument("--tag", default="", help="suffix of the result file names")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -197,10 +209,11 @@ def main(argv=None) -> dict:
     n_train = args.batch_size * batches
 
     cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False, cpu_amp=args.cpu_amp,
-                    fold_bn=not args.no_fold, channels_last=args.channels_last != "off")
+                    fold_bn=not args.no_fold, channels_last=args.channels_last != "off", data_path=args.data_path,
+                    data_dir=args.data_dir)
     amp = uses_amp(cfg, device)
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and uses_channels_last(cfg, device))
-    source = "offline CIFAR-10 copy (JPEG)" if find_offline_cifar10() else "torchvision CIFAR-10"
+    source = run_dir_for(cfg)[2]  # the data's own label, as runs record it
     train_split, test_split = load_split(cfg, True), load_split(cfg, False)
     g = torch.Generator().manual_seed(0)
     ids = torch.randperm(len(train_split.labels), generator=g)[:n_train]
@@ -260,26 +273,37 @@ def main(argv=None) -> dict:
     # FLOP/s inside the convolutions: their FLOPs over the share of the step's time they take
     conv_flops = None if conv_share is None else conv_flops_per_example * mem_med / conv_share
 
-    # evaluation throughput: the median of three passes after one that autotunes cuDNN for the batch shapes
-    eager_model.eval()
-    x_test, y_test = test_split.images[:eval_n].to(device), test_split.labels[:eval_n].to(device)
+    # evaluation throughput: the median of three passes after one that autotunes cuDNN for the batch shapes,
+    # on the benchmark's model or (--eval-run) on a trained run's final weights, where AutoAttack's later
+    # attacks have robust points to work on
+    if args.eval_run:
+        eval_model, _ = load_weights(args.eval_run, "final", device)
+        eval_model = eval_model.to(memory_format=fmt)
+    else:
+        eval_model = eager_model.eval()
+    test_ids = balanced_subset(test_split.labels, eval_n, seed=0)  # test sets on disk are sorted by class
+    x_test, y_test = test_split.images[test_ids].to(device), test_split.labels[test_ids].to(device)
     eval_kw = dict(eps=EPS, alpha=ALPHA, batch_size=1024 if gpu else 512, amp=amp, memory_format=fmt,
                    fold_bn=cfg.fold_bn)
     pgd_rates = []
     for _ in range(4):
         sync(device)
         t = time.perf_counter()
-        predict(eager_model, x_test, y_test, "pgd-10", **eval_kw)
+        predict(eval_model, x_test, y_test, "pgd-10", **eval_kw)
         sync(device)
         pgd_rates.append(eval_n / (time.perf_counter() - t))
     pgd_rate = statistics.median(pgd_rates[1:])
+    aa_ids = balanced_subset(test_split.labels, aa_n, seed=0)
+    x_aa, y_aa = test_split.images[aa_ids].to(device), test_split.labels[aa_ids].to(device)
+    accs = {spec: accuracy(eval_model, x_aa, y_aa, spec, **eval_kw) for spec in ("natural", "pgd-10")}
     aa_rate = None
     try:
         t = time.perf_counter()
-        predict(eager_model, x_test[:aa_n], y_test[:aa_n], "autoattack", eps=EPS, alpha=ALPHA, batch_size=500,
-                fold_bn=cfg.fold_bn)
+        pred_aa = predict(eval_model, x_aa, y_aa, "autoattack", eps=EPS, alpha=ALPHA, batch_size=500,
+                          fold_bn=cfg.fold_bn)
         sync(device)
         aa_rate = aa_n / (time.perf_counter() - t)
+        accs["autoattack"] = (pred_aa == y_aa).float().mean().item()
     except Exception as exc:  # AutoAttack missing or failing: report, don't hide
         print(f"AutoAttack not measured: {type(exc).__name__}: {exc}")
 
@@ -288,7 +312,8 @@ def main(argv=None) -> dict:
     machine = (torch.cuda.get_device_name(device) if gpu else
                f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     result = {
-        "device": str(device), "machine": machine, "torch": torch.__version__, "data": source,
+        "device": str(device), "machine": machine, "torch": torch.__version__, "code_version": code_version(),
+        "data": source,
         "model": f"{args.model} width {width}", "batch_size": args.batch_size, "batches_per_rep": batches,
         "reps": args.reps, "reference_workers": workers, "attack": "PGD-10 l-inf 8/255, step 2/255",
         "reference_examples_per_s": ref_rates, "memlib_examples_per_s": mem_rates,
@@ -301,6 +326,8 @@ def main(argv=None) -> dict:
         "conv_fraction_of_mm": None if conv_flops is None else conv_flops / reference_peak,
         "eval_pgd10_examples_per_s": pgd_rate, "eval_n": eval_n,
         "eval_autoattack_examples_per_s": aa_rate, "autoattack_n": aa_n,
+        "eval_weights": Path(args.eval_run).name if args.eval_run else "the benchmark's model",
+        "eval_accuracy_on_autoattack_points": accs,
         "peak_memory_gib": peak_mem, "compile": args.compile or None, "cuda_graphs": graphs, "amp_bf16": amp,
         "fold_bn": cfg.fold_bn, "channels_last": channels_last,
         "memlib_warmup_s": warmup_s,
@@ -318,7 +345,8 @@ def main(argv=None) -> dict:
 def markdown(r: dict) -> str:
     peak = "bf16" if r["mm_flops_bf16"] else "fp32"
     rows = [
-        ("machine", f"{r['machine']} ({r['device']}), torch {r['torch']}"),
+        ("machine", f"{r['machine']} ({r['device']}), torch {r['torch']}"
+                    + (f", memlib {r['code_version']}" if r.get("code_version") else "")),
         ("setting", f"{r['model']}, batch {r['batch_size']}, {r['attack']}, {r['batches_per_rep']} batches x "
                     f"{r['reps']} reps, data: {r['data']}"),
         ("reference-style loop (median)", f"{r['reference_median']:.1f} examples/s"),
@@ -343,6 +371,10 @@ def markdown(r: dict) -> str:
         ("PGD-10 evaluation", f"{r['eval_pgd10_examples_per_s']:.1f} examples/s (n = {r['eval_n']})"),
         ("AutoAttack (standard) evaluation", "not measured" if r["eval_autoattack_examples_per_s"] is None else
          f"{r['eval_autoattack_examples_per_s']:.2f} examples/s (n = {r['autoattack_n']})"),
+        *([("evaluated weights", r["eval_weights"]),
+           (f"their accuracy on the {r['autoattack_n']} AutoAttack points",
+            ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["eval_accuracy_on_autoattack_points"].items()))]
+          if "eval_weights" in r else []),
         ("peak memory", f"{r['peak_memory_gib']:.2f} GiB"),
         ("projected 200-epoch PGD-AT on 50,000 images", f"{r['projected_200_epoch_pgd_at_hours']:.1f} h"),
     ]
