@@ -110,13 +110,19 @@ def run_dir_for(cfg: RunConfig) -> tuple[Path, str, str]:
     return Path(cfg.out_dir) / run_id, run_id, label
 
 
-def code_version() -> str:
-    """memlib's version plus the git commit of the checkout, when there is one."""
+# what computes results: changes elsewhere (notebooks and results being rewritten) do not make a run "dirty"
+CODE_PATHS = (":/memlib", ":/benchmarks/*.py", ":/pyproject.toml")
+
+
+def code_version(where: str | Path | None = None) -> str:
+    """memlib's version plus the git commit of the checkout (of ``where``, default memlib's own), with
+    ".dirty" when memlib's code, the benchmark scripts or pyproject.toml differ from that commit."""
+    cwd = Path(where) if where is not None else Path(__file__).parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd,
                              capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=cwd, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__

@@ -21,7 +21,7 @@ from memlib import methods
 from memlib.config import RunConfig
 from memlib.evaluate import evaluate_run, load_weights
 from memlib.io import CheckpointError, load_checkpoint
-from memlib.runs import read_metrics
+from memlib.runs import code_version, read_metrics
 from memlib.train import TrainingDiverged, lr_at, train
 
 TIME_KEYS = ("time", "time_train", "time_eval")
@@ -30,6 +30,30 @@ REPO = Path(__file__).resolve().parent.parent
 
 def strip_times(metrics):
     return [{k: v for k, v in m.items() if k not in TIME_KEYS} for m in metrics]
+
+
+def test_code_version_is_dirty_only_when_code_differs_from_the_commit(tmp_path):
+    """Results and notebooks rewritten in a checkout do not mark the code version dirty; memlib's code does."""
+    if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
+        pytest.skip("git is not installed")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for rel in ("memlib/train.py", "benchmarks/bench.py", "outputs/table.json", "notebooks/01.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("1\n")
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    clean = code_version(tmp_path / "memlib")
+    assert clean.endswith(f"+{sha}")
+    (tmp_path / "outputs/table.json").write_text("2\n")
+    (tmp_path / "notebooks/01.py").write_text("2\n")
+    assert code_version(tmp_path / "memlib") == clean
+    (tmp_path / "benchmarks/bench.py").write_text("2\n")
+    assert code_version(tmp_path / "memlib") == clean + ".dirty"
+    subprocess.run([*git, "checkout", "-q", "benchmarks/bench.py"], check=True)
+    (tmp_path / "memlib/train.py").write_text("2\n")
+    assert code_version(tmp_path) == clean + ".dirty"
 
 
 def test_run_writes_metrics_checkpoints_and_record(tiny_cfg):
