@@ -16,7 +16,9 @@ In one process, on the same images, model, batch size and attack, it alternates
    ``--no-graphs`` for eager steps); each pass is one call of memlib's own epoch function, recording included;
 
 for ``--reps`` repetitions of ``--batches`` batches each, and reports median examples/s and the ratio of
-medians. It also measures PGD-10 and AutoAttack evaluation throughput, the FLOP/s of a large ``torch.mm``
+medians. It also measures PGD-10 and AutoAttack evaluation throughput on class-balanced test images (with
+the benchmark's barely trained model, or with ``--eval-run``'s trained weights, on which AutoAttack's later
+attacks have robust points to work on), the best FLOP/s of three timings of a large ``torch.mm``
 on the same device, memlib's achieved model FLOP/s in AT training (FLOPs of one training step counted with
 ``torch.utils.flop_counter``) as a fraction of it, and peak memory. On the CPU it also profiles one memlib
 pass to split its time between the convolutions (which carry all counted FLOPs but the last layer's) and
