@@ -49,7 +49,7 @@ from memlib.data import Loader, balanced_subset, load_split  # noqa: E402
 from memlib.evaluate import accuracy, load_weights, predict  # noqa: E402
 from memlib.methods import METHODS, Context  # noqa: E402
 from memlib.models import build_model  # noqa: E402
-from memlib.runs import code_version, run_dir_for, uses_amp, uses_channels_last  # noqa: E402
+from memlib.runs import code_version, read_run, run_dir_for, uses_amp, uses_channels_last  # noqa: E402
 from memlib.train import train_epoch  # noqa: E402
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
@@ -120,8 +120,8 @@ def memlib_epoch(model, opt, loader, ctx, amp, graphs):
 
 def mm_flops(device, dtype, size, reps=10, trials=3) -> float:
     """FLOP/s of ``size`` x ``size`` products: the best of ``trials`` timings of ``reps`` products each (the
-    machine's limit; a single timing varies by 10-20% on a shared CPU, and the best makes the ratio
-    achieved / torch.mm the conservative one)."""
+    machine's limit; a single timing on this project's CPU came out up to 10% low, and the best makes the
+    ratio achieved / torch.mm the conservative one)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
@@ -209,6 +209,11 @@ def main(argv=None) -> dict:
     eval_n = args.eval_n or (5000 if gpu else 512)
     aa_n = args.aa_n or (500 if gpu else 32)
     n_train = args.batch_size * batches
+    if args.eval_run:  # before any compute: evaluation rates are only comparable on the benchmarked model
+        run_cfg, _ = read_run(args.eval_run)
+        if (run_cfg.model, run_cfg.width) != (args.model, width):
+            p.error(f"--eval-run {Path(args.eval_run).name} is a {run_cfg.model} of width {run_cfg.width}; "
+                    f"the benchmark's model is a {args.model} of width {width}")
 
     cfg = RunConfig(model=args.model, width=width, train_subset=0, progress=False, cpu_amp=args.cpu_amp,
                     fold_bn=not args.no_fold, channels_last=args.channels_last != "off", data_path=args.data_path,

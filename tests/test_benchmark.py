@@ -39,7 +39,11 @@ def test_benchmark_runs_on_tiny_data_and_evaluates_a_trained_run(tiny_folder, ti
     run = train(tiny_cfg(epochs=1)).run_dir
     out = tmp_path / "results"
     width = 0.0625
-    result = _bench_module().main([
+    bench = _bench_module()
+    with pytest.raises(SystemExit):  # weights of another model: refused before any compute
+        bench.main(["--width", "0.125", "--eval-run", str(run), "--out", str(out)])
+    assert not out.exists()
+    result = bench.main([
         "--width", str(width), "--batch-size", "16", "--batches", "2", "--reps", "2", "--threads", "1",
         "--eval-n", "20", "--aa-n", "10", "--data-path", str(tiny_folder), "--data-dir", str(tmp_path / "data"),
         "--eval-run", str(run), "--out", str(out), "--tag", "tiny"])
