@@ -52,13 +52,18 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):5.1f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:4.1f}"
 
 
-def seed_study(run: Path, seeds: list[int], scratch: Path) -> None:
-    """Both settings for each seed; mean +- std over seeds and the mean paired difference."""
-    cfg, _ = read_run(run)
+def train_pairs(cfg, seeds: list[int], scratch: Path) -> list[tuple]:
+    """(fold_bn true, fold_bn false) run results of ``cfg`` for each seed, two single-threaded runs at a time."""
     cfgs = [cfg.replace(out_dir=str(scratch / f"fold_{f}".lower()), fold_bn=f, seed=s, progress=False)
             for s in seeds for f in (True, False)]
-    results = [numbers(r.metrics) for r in train_many(cfgs, jobs=2)]
-    folded, plain = results[0::2], results[1::2]
+    results = train_many(cfgs, jobs=2)
+    return list(zip(results[0::2], results[1::2]))
+
+
+def seed_study(run: Path, seeds: list[int], scratch: Path) -> None:
+    """Both settings for each seed; mean +- std over seeds and the mean paired difference."""
+    pairs = train_pairs(read_run(run)[0], seeds, scratch)
+    folded, plain = [numbers(a.metrics) for a, _ in pairs], [numbers(b.metrics) for _, b in pairs]
     print(f"\n{run.name}: seeds {seeds}, mean +- std over seeds (folded - unfolded: mean of the paired differences)")
     for key in ("train_nat", "train_rob", "best", "final", "gap"):
         diffs = [a[key] - b[key] for a, b in zip(folded, plain)]
@@ -84,9 +89,7 @@ def main(argv=None) -> None:
             seed_study(run, args.seeds, scratch)
             continue
         cfg, _ = read_run(run)
-        cfgs = [cfg.replace(out_dir=str(scratch / f"fold_{f}".lower()), fold_bn=f, progress=False)
-                for f in (True, False)]
-        folded, plain = train_many(cfgs, jobs=2)
+        [(folded, plain)] = train_pairs(cfg, [cfg.seed], scratch)
         committed = read_metrics(run)
         print(f"\n{run.name} (PGD-10 test accuracy over {cfg.test_subset or 'all'} images, "
               f"training accuracies over {cfg.train_eval_subset or 'all'})")

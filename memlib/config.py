@@ -139,7 +139,7 @@ class RunConfig:
     channels_last: bool = True  # channels_last memory format on CUDA, and on a CPU (with several threads only
     # together with fold_bn; memlib.runs.uses_channels_last)
     fold_bn: bool = True  # attacks and evaluation run the eval-mode model with each BatchNorm folded into the
-    # convolution before it: the same function up to float rounding, 1.25x (1 thread) to 1.8x (2 threads) faster
+    # convolution before it: the same function up to float rounding, 1.3x (1 thread) to 1.75x (2 threads) faster
     # PGD-AT on the CPU (runs made before this key existed computed it unfolded; fold_bn: false reproduces them)
     cuda_graphs: bool = True  # CUDA + SGD: record the training step as a CUDA graph each epoch and replay it
     # (same kernels; the eager step at batch 128 is bound by kernel launches); False: eager steps

@@ -474,7 +474,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """The function of ``model`` in eval mode, with each BatchNorm folded into the convolution before it
     (Conv-BN pairs; BNs after additions or before convolutions, as in pre-activation blocks, stay). Equal
     to ``model(x)`` up to float rounding; it makes PGD-AT steps, whose attack runs ten eval-mode forward and
-    backward passes, 1.25-1.8x faster on the CPU (benchmarks/README.md). The folded weights are taken from the
+    backward passes, 1.3-1.75x faster on the CPU (benchmarks/README.md). The folded weights are taken from the
     current parameters and statistics at this call (without gradient: gradients flow to the input only), so
     call it again after every weight update; the model must be in eval mode. The traced graph is cached per
     model."""
