@@ -132,6 +132,20 @@ def _grad_chunks(model, name, x, x_adv, y, beta, chunk_size) -> Iterator[torch.T
 
 # --- Sec. 3.2: gradient magnitude -------------------------------------------------------------------------
 
+def probe_examples(true_labels: torch.Tensor, n: int, *, seed: int = 0, among: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Indices of the ``n`` training examples whose per-example gradients are measured (Figs. 3, 4, A.8, A.9):
+    class-balanced by the data set's own labels and chosen with a seeded permutation (``balanced_subset``),
+    only among the examples where the boolean mask ``among`` is true if it is given (A.9: the clean or the
+    noisy ones). Sorted. Never "the first n": a training subset is stored in data-set order, and the offline
+    CIFAR-10 copy is sorted by class, so its first examples are all airplanes."""
+    true_labels = true_labels.cpu()
+    pool = torch.arange(len(true_labels)) if among is None else torch.nonzero(among.cpu()).squeeze(1)
+    if n > len(pool):
+        raise ValueError(f"{n} probe examples asked for, but only {len(pool)} qualify")
+    return pool[balanced_subset(true_labels[pool], n, seed)]
+
+
 def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                            losses=("pgd_at", "clean_ce", "trades_ce", "trades_kl", "r"), *, eps: float,
                            alpha: float, steps: int, beta: float = 6.0, norm: str = "linf", seed: int | None = None,

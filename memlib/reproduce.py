@@ -23,7 +23,7 @@ import yaml
 from memlib.config import ConfigError, RunConfig
 from memlib.io import atomic_write_json, atomic_write_text
 from memlib.report import TIERS
-from memlib.runs import project_root
+from memlib.runs import code_version, project_root
 
 
 def notebooks(project: Path, tier: str) -> list[str]:
@@ -76,7 +76,8 @@ def execute(project: str, name: str, tier: str, force: bool = False) -> dict:
     out_dir = project / "outputs" / tier / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {**load_params(project, name, tier), "tier": tier, "interactive": False, "force": force}
-    status = {"notebook": name, "tier": tier, "ok": True, "error": None, "started": _now()}
+    status = {"notebook": name, "tier": tier, "ok": True, "error": None, "started": _now(),
+              "code_version": code_version(project)}
     t0 = time.time()
     try:
         pm.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),

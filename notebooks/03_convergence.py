@@ -131,11 +131,25 @@ def snapshot(run_dir, epoch):
     return load_weights(run_dir, snapshot_path(run_dir, epoch).stem)[0]
 
 
+# Which training examples are measured: `n_examples` class-balanced ones (by true class) drawn with a fixed
+# seed, never the first n (the offline copy is sorted by class: those would all be airplanes). The choice is
+# part of every cache key below, so changing it recomputes instead of reusing old numbers.
+PICK = f"n={n_examples}|pick=balanced-seed0"
+
+
+def probe(run_dir):
+    """The measured examples of a run: uint8 images and the labels the run was trained on."""
+    _, data = run_data(run_dir)
+    ids = analysis.probe_examples(data.train_true_labels, n_examples, seed=0)
+    return data.train_images[ids], data.train_labels[ids]
+
+
 # %% [markdown]
 # ## Fig. 3: gradient magnitude along training on random labels
 #
-# For each kept epoch we take the model and measure, on the same `n_examples` training images with their
-# random labels, the norm of the parameter gradient of each example's loss, averaged over the examples:
+# For each kept epoch we take the model and measure, on the same `n_examples` training images (class-balanced,
+# drawn with a fixed seed: `PICK` above) with their random labels, the norm of the parameter gradient of each
+# example's loss, averaged over the examples:
 #
 # * PGD-AT model: the adversarial loss $\mathrm{CE}(f(x'), y)$, its clean part $\mathrm{CE}(f(x), y)$ and
 #   $R = \mathrm{CE}(f(x'), y) - \mathrm{CE}(f(x), y)$;
@@ -153,8 +167,8 @@ LOSSES = ("pgd_at", "clean_ce", "r", "trades_kl")
 
 def grad_norms(run_dir, epoch):
     """Mean per-example gradient norms of the four losses at a kept epoch, and the mean per-example ratios."""
-    cfg, data = run_data(run_dir)
-    x, y = data.train_images[:n_examples], data.train_labels[:n_examples]
+    cfg, _ = run_data(run_dir)
+    x, y = probe(run_dir)
 
     def compute():
         model = snapshot(run_dir, epoch)
@@ -164,7 +178,7 @@ def grad_norms(run_dir, epoch):
         return {**{k: v.mean().item() for k, v in norms.items()},
                 "ratio_r": (norms["r"] / ce).mean().item(), "ratio_kl": (norms["trades_kl"] / ce).mean().item()}
 
-    return json_cache(run_dir / "convergence.json", f"grad_norms|epoch={epoch}|n={n_examples}", compute)
+    return json_cache(run_dir / "convergence.json", f"grad_norms|epoch={epoch}|{PICK}", compute)
 
 
 norms = {m: [grad_norms(run_dirs[("grad", m)], e) for e in SNAPSHOTS] for m in ("pgd_at", "trades")}
@@ -206,8 +220,8 @@ init_run = run_dirs[("grad", "pgd_at")]
 
 
 def gradient_change(loss):
-    cfg, data = run_data(init_run)
-    x, y = data.train_images[:n_examples], data.train_labels[:n_examples]
+    cfg, _ = run_data(init_run)
+    x, y = probe(init_run)
 
     def compute():
         res = analysis.gradient_change_along_direction(
@@ -215,7 +229,7 @@ def gradient_change(loss):
             beta=cfg.trades_beta, per_example=True)
         return {**{k: v.tolist() for k, v in res.items()}, "lambda": [float(v) for v in lambdas]}
 
-    key = f"grad_change|loss={loss}|lmax={lambda_max}|points={lambda_points}|n={n_examples}"
+    key = f"grad_change|loss={loss}|lmax={lambda_max}|points={lambda_points}|{PICK}"
     return json_cache(init_run / "convergence.json", key, compute)
 
 
@@ -236,7 +250,7 @@ plt.show()
 small = min(abs(v) for v in lambdas if abs(v) > 1e-12)
 for loss, res in change.items():
     i = [j for j, v in enumerate(res["lambda"]) if abs(abs(v) - small) < 1e-9]
-    json_cache(init_run / "convergence.json", f"summary|fig4a_l2|loss={loss}|lambda={small:g}",
+    json_cache(init_run / "convergence.json", f"summary|fig4a_l2|loss={loss}|lambda={small:g}|{PICK}",
                lambda: float(np.mean([res["l2"][j] for j in i])))
 
 # %% [markdown]
@@ -250,8 +264,8 @@ for loss, res in change.items():
 # %%
 def successive_cosines(method):
     run_dir = run_dirs[("grad", method)]
-    cfg, data = run_data(run_dir)
-    x, y = data.train_images[:n_examples], data.train_labels[:n_examples]
+    cfg, _ = run_data(run_dir)
+    x, y = probe(run_dir)
 
     def grads(epoch):
         return analysis.per_example_gradients(snapshot(run_dir, epoch), x, y, method, eps=cfg.eps, alpha=cfg.alpha,
@@ -262,7 +276,7 @@ def successive_cosines(method):
         gs = [grads(e) for e in SNAPSHOTS]
         return [analysis.successive_epoch_cosine(a, b).mean().item() for a, b in zip(gs, gs[1:])]
 
-    key = f"successive_cosine|epochs={grad_epochs}|n={n_examples}|proj={project_dim}"
+    key = f"successive_cosine|epochs={grad_epochs}|{PICK}|proj={project_dim}"
     values = json_cache(run_dir / "convergence.json", key, compute)
     json_cache(run_dir / "convergence.json", f"summary|successive_cosine_mean|{key}", lambda: float(np.mean(values)))
     return values
@@ -321,12 +335,13 @@ def noise_norms(method):
     run_dir = run_dirs[("a9", method)]
     cfg, data = run_data(run_dir)
     noisy = data.noisy_mask.cpu()
-    ids = torch.cat([torch.nonzero(~noisy)[:n_examples, 0], torch.nonzero(noisy)[:n_examples, 0]])
+    ids = torch.cat([analysis.probe_examples(data.train_true_labels, n_examples, seed=0, among=m)
+                     for m in (~noisy, noisy)])
     x, y, mask = data.train_images[ids], data.train_labels[ids], noisy[ids]
     loss = "pgd_at" if method == "pgd_at" else "clean_ce"
 
     def at(epoch):
-        return json_cache(run_dir / "convergence.json", f"noise_norms|epoch={epoch}|n={n_examples}",
+        return json_cache(run_dir / "convergence.json", f"noise_norms|epoch={epoch}|{PICK}",
                           lambda: analysis.grad_norms_by_noise(snapshot(run_dir, epoch), x, y, mask, loss, eps=cfg.eps,
                                                                alpha=cfg.alpha, steps=cfg.steps, seed=epoch))
 
@@ -345,7 +360,7 @@ fig.tight_layout()
 out.figure(fig, "figA9_noisy_gradients", "Fig. A.9: gradient norms of clean and noisy examples under label noise")
 plt.show()
 for m in a9:  # one number per method: mean over the kept epochs after the first of clean / noisy norm
-    json_cache(run_dirs[("a9", m)] / "convergence.json", f"summary|a9_clean_over_noisy|n={n_examples}",
+    json_cache(run_dirs[("a9", m)] / "convergence.json", f"summary|a9_clean_over_noisy|{PICK}",
                lambda m=m: float(np.mean([v["clean"] / v["noisy"] for v in a9[m][1:]])))
 
 # %% [markdown]
@@ -357,26 +372,26 @@ for m in a9:  # one number per method: mean over the kept epochs after the first
 # %%
 early = max(1, len(SNAPSHOTS) // 2)  # the first half of the kept epochs, for "the initial training stage"
 for m, key in (("pgd_at", "ratio_r"), ("trades", "ratio_kl")):
-    json_cache(run_dirs[("grad", m)] / "convergence.json", f"summary|fig3b_ratio_first_half|n={n_examples}",
+    json_cache(run_dirs[("grad", m)] / "convergence.json", f"summary|fig3b_ratio_first_half|{PICK}",
                lambda m=m, key=key: float(np.mean([v[key] for v in norms[m][:early + 1]])))
-json_cache(run_dirs[("grad", "trades")] / "convergence.json", f"summary|fig3a_kl_over_ce_epoch1|n={n_examples}",
+json_cache(run_dirs[("grad", "trades")] / "convergence.json", f"summary|fig3a_kl_over_ce_epoch1|{PICK}",
            lambda: norms["trades"][min(1, grad_epochs)]["trades_kl"] / norms["trades"][min(1, grad_epochs)]["clean_ce"])
-cos_key = f"successive_cosine|epochs={grad_epochs}|n={n_examples}|proj={project_dim}"
+cos_key = f"successive_cosine|epochs={grad_epochs}|{PICK}|proj={project_dim}"
 rows = [
     dict(label="Fig. 3(b): PGD-AT mean ‖grad R‖ / ‖grad CE‖, first half of kept epochs", run=run_dirs[("grad", "pgd_at")],
-         key=f"summary|fig3b_ratio_first_half|n={n_examples}", paper="consistently higher than TRADES's"),
+         key=f"summary|fig3b_ratio_first_half|{PICK}", paper="consistently higher than TRADES's"),
     dict(label="Fig. 3(b): TRADES mean ‖grad bKL‖ / ‖grad CE‖, first half of kept epochs", run=run_dirs[("grad", "trades")],
-         key=f"summary|fig3b_ratio_first_half|n={n_examples}", paper="lower"),
+         key=f"summary|fig3b_ratio_first_half|{PICK}", paper="lower"),
     dict(label="Fig. 3(a): TRADES ‖grad bKL‖ / ‖grad CE‖ after epoch 1", run=run_dirs[("grad", "trades")],
-         key=f"summary|fig3a_kl_over_ce_epoch1|n={n_examples}", paper="much smaller than 1"),
+         key=f"summary|fig3a_kl_over_ce_epoch1|{PICK}", paper="much smaller than 1"),
     *[dict(label=f"Fig. 4(a): l2 gradient change at |lambda| = {small:g}, {LOSS_NAMES[loss]}", run=init_run,
-           key=f"summary|fig4a_l2|loss={loss}|lambda={small:g}", paper="largest for PGD-AT (abrupt)")
+           key=f"summary|fig4a_l2|loss={loss}|lambda={small:g}|{PICK}", paper="largest for PGD-AT (abrupt)")
       for loss in ("pgd_at", "trades", "clean_ce")],
     *[dict(label=f"Fig. 4(b): mean successive-epoch cosine, {NAMES[m]}", run=run_dirs[("grad", m)],
            key=f"summary|successive_cosine_mean|{cos_key}", paper="PGD-AT lower than TRADES")
       for m in ("pgd_at", "trades")],
     *[dict(label=f"Fig. A.9: mean clean/noisy gradient-norm ratio, {NAMES[m]}", run=run_dirs[("a9", m)],
-           key=f"summary|a9_clean_over_noisy|n={n_examples}",
+           key=f"summary|a9_clean_over_noisy|{PICK}",
            paper="~1 for PGD-AT (curves overlap), > 1 for ST early")
       for m in ("pgd_at", "standard")],
 ]
@@ -412,8 +427,8 @@ if variants:
 # %%
 def ratio_samples(method, epoch):
     run_dir = run_dirs[("grad", method)]
-    cfg, data = run_data(run_dir)
-    x, y = data.train_images[:n_examples], data.train_labels[:n_examples]
+    cfg, _ = run_data(run_dir)
+    x, y = probe(run_dir)
     n = analysis.per_example_grad_norms(snapshot(run_dir, epoch), x, y, ("clean_ce", "r", "trades_kl"), eps=cfg.eps,
                                         alpha=cfg.alpha, steps=cfg.steps, beta=cfg.trades_beta, seed=epoch)
     top = n["r"] if method == "pgd_at" else n["trades_kl"]

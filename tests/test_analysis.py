@@ -106,6 +106,23 @@ def test_per_example_grad_norms_on_a_memlib_resnet_with_uint8_inputs():
     torch.testing.assert_close(got["clean_ce"], want["clean_ce"], rtol=1e-4, atol=1e-6)
 
 
+def test_probe_examples_are_class_balanced_seeded_and_respect_the_mask():
+    labels = torch.arange(10).repeat_interleave(30)  # sorted by class, like the offline CIFAR-10 copy
+    ids = A.probe_examples(labels, 20, seed=0)
+    assert torch.bincount(labels[ids], minlength=10).tolist() == [2] * 10  # not the first 20 (all class 0)
+    assert ids.tolist() == sorted(set(ids.tolist()))
+    assert torch.equal(ids, A.probe_examples(labels, 20, seed=0))
+    assert not torch.equal(ids, A.probe_examples(labels, 20, seed=1))
+    noisy = torch.zeros(len(labels), dtype=torch.bool)
+    noisy[::3] = True
+    for among in (noisy, ~noisy):
+        picked = A.probe_examples(labels, 30, seed=0, among=among)
+        assert among[picked].all() and len(picked) == 30
+        assert torch.bincount(labels[picked], minlength=10).tolist() == [3] * 10
+    with pytest.raises(ValueError, match="only 100 qualify"):
+        A.probe_examples(labels, 101, among=noisy)
+
+
 def test_grad_norms_by_noise_averages_each_group():
     model, (x, y) = small_net(), batch(8)
     noisy = torch.tensor([1, 0, 0, 1, 0, 1, 0, 0], dtype=torch.bool)

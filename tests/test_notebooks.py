@@ -10,6 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
+import memlib
 from memlib.config import ConfigError
 from memlib.report import TIERS, rebuild_table
 from memlib.reproduce import load_params, notebook_parameters, run_batch
@@ -77,6 +78,7 @@ def test_batch_reports_a_failing_notebook_and_runs_the_rest(tmp_path):
     text = report.read_text()
     status = {p.stem: json.loads(p.read_text()) for p in (project / "outputs/smoke/status").glob("*.json")}
     assert status["good"]["ok"] and not status["bad"]["ok"]
+    assert status["good"]["code_version"].startswith(memlib.__version__)  # which code computed the outputs
     assert "AssertionError" in status["bad"]["error"] and "value must not be zero" in status["bad"]["error"]
     assert "**FAILED**" in text and "value must not be zero" in text
     executed = nbformat.read(project / "outputs/smoke/notebooks/good.ipynb", as_version=4)
