@@ -81,11 +81,15 @@ def update_swa(swa: AveragedModel, model: torch.nn.Module, data, cfg: RunConfig,
     average, then recompute the averaged model's BatchNorm statistics with one forward pass (train mode,
     cumulative average) over the clean training images. We pass them without augmentation, in a fixed order
     (deterministic, and no random draws that a resume would have to replay); Chen et al.'s bn_update used their
-    augmented training loader."""
+    augmented training loader. The order is a fixed permutation (seeded by ``cfg.seed``, drawn from its own
+    generator): batches in data-set order would each hold one class of a class-sorted copy (the offline
+    CIFAR-10), and averaging per-batch variances would then miss the variance between classes."""
     swa.update_parameters(model)
     device = data.train_images.device
+    batches = Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
+                     generator=torch.Generator().manual_seed(cfg.seed), memory_format=fmt)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        update_bn(Loader(data.train_images, data.train_labels, cfg.eval_batch_size, memory_format=fmt), swa.module)
+        update_bn(batches, swa.module)
 
 
 def _rng_state(generator: torch.Generator) -> dict:

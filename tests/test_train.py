@@ -320,7 +320,8 @@ def test_kd_swa_averages_weights_recomputes_bn_and_resumes_exactly(tiny_cfg, tmp
     # and BatchNorm statistics recomputed for it, on the clean training images without augmentation
     data = prepare_data(cfg, torch.device("cpu"))
     fresh = load_weights(run, "final")[0]
-    update_bn(Loader(data.train_images, data.train_labels, cfg.eval_batch_size), fresh)
+    update_bn(Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
+                     generator=torch.Generator().manual_seed(cfg.seed)), fresh)
     for name, buf in fresh.named_buffers():
         if "running" in name:
             torch.testing.assert_close(buf, final["model"][name])
@@ -328,6 +329,28 @@ def test_kd_swa_averages_weights_recomputes_bn_and_resumes_exactly(tiny_cfg, tmp
     # the metrics of the epochs with an average are the averaged model's: best.pt is one of them or epoch 1
     best = load_checkpoint(run / "best.pt")
     assert best["epoch"] == max(resumed.metrics, key=lambda m: (m["test_rob_acc"], m["test_nat_acc"]))["epoch"]
+
+
+def test_swa_batchnorm_statistics_see_every_class_in_each_batch_of_a_class_sorted_set():
+    """update_swa recomputes BatchNorm statistics batch by batch; on a class-sorted set (like the offline copy)
+    batches in data-set order would each be one class and the running variance would miss the between-class
+    part (here about 0.02 instead of the whole set's 0.08)."""
+    from types import SimpleNamespace
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from memlib.train import update_swa
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat_interleave(200)  # sorted: 200 dark images, then 200 bright ones
+    images = (labels[:, None, None, None] * 128 + torch.randint(0, 128, (400, 3, 8, 8), generator=g)).to(torch.uint8)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3))
+    swa = AveragedModel(model)
+    update_swa(swa, model, SimpleNamespace(train_images=images, train_labels=labels),
+               RunConfig(eval_batch_size=100), torch.contiguous_format, False)
+    x = images.float() / 255
+    whole_var = x.transpose(0, 1).reshape(3, -1).var(1)
+    torch.testing.assert_close(swa.module[0].running_mean, x.mean((0, 2, 3)), atol=0.01, rtol=0)
+    torch.testing.assert_close(swa.module[0].running_var, whole_var, atol=0.01, rtol=0)
 
 
 def test_kd_swa_needs_its_teacher_checkpoint(tiny_cfg, tmp_path):
