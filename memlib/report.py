@@ -426,16 +426,30 @@ COMPLEXITY_COLUMNS = (("margin", "Margin γ"), ("spectral_log10", "log10 Π‖W�
                       ("hessian", "Hessian λmax"), ("flatness", "Flatness"))
 
 
+def taus_with_gap(values: dict, gaps: list, *, common: bool = False) -> tuple[list, list]:
+    """Kendall's tau-b between each measure's values (a list per measure, None where undefined) and the gaps,
+    over the models where that measure is defined, or with ``common`` over the models where every measure
+    is (so that all taus are over the same models); and the number of models of each tau."""
+    from memlib.analysis import kendall_tau
+    models = [i for i in range(len(gaps)) if not common or all(v[i] is not None for v in values.values())]
+    taus, counts = [], []
+    for v in values.values():
+        pairs = [(v[i], gaps[i]) for i in models if v[i] is not None]
+        taus.append(kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]) if len(pairs) >= 2 else float("nan"))
+        counts.append(len(pairs))
+    return taus, counts
+
+
 def build_complexity(project: Path, runs: dict, settings: dict, title: str, setting: str) -> dict:
     """Fig. 6: per model its robust generalization gap (train robust accuracy on the labels trained on minus
     test robust accuracy, last evaluated epoch of metrics.jsonl) and the complexity measures that
-    ``memlib.analysis.run_complexity`` saved with ``settings`` in the run's complexity.json; last row: Kendall's
-    tau-b between each measure and the gap over the models where the measure is defined."""
+    ``memlib.analysis.run_complexity`` saved with ``settings`` in the run's complexity.json; last rows: Kendall's
+    tau-b between each measure and the gap over the models where the measure is defined, and over the models
+    where every measure is (taus over different model sets are not comparable)."""
     from memlib.analysis import (
         COMPLEXITY_FILE,
         complexity_key,
         complexity_settings,
-        kendall_tau,
     )
     from memlib.paper import FIG6_FINDING
 
@@ -457,15 +471,12 @@ def build_complexity(project: Path, runs: dict, settings: dict, title: str, sett
         csv_rows.append([label, run_dir, cfg.method, cfg.noise_rate, round(train, 4), round(test, 4),
                          round(train - test, 4)] + [cx.get(k) for k, _ in COMPLEXITY_COLUMNS] +
                         [cx.get("fit"), m["epoch"]])
-    taus, counts = [], []
-    for k, _ in COMPLEXITY_COLUMNS:
-        pairs = [(v, g) for v, g in zip(values[k], gaps) if v is not None]
-        taus.append(kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]) if len(pairs) >= 2 else float("nan"))
-        counts.append(len(pairs))
-    rows.append(["**Kendall τ with the gap**", "", "", "", ""] +
-                [f"{_g(t, 2)} (n={c})" for t, c in zip(taus, counts)])
-    csv_rows.append(["kendall_tau", "", "", "", "", "", ""] + [None if _isnan(t) else round(t, 4) for t in taus]
-                    + ["", ""])
+    for row_label, csv_label, common in (("**Kendall τ with the gap**", "kendall_tau", False),
+                                         ("**Kendall τ, models with every measure**", "kendall_tau_common", True)):
+        taus, counts = taus_with_gap(values, gaps, common=common)
+        rows.append([row_label, "", "", "", ""] + [f"{_g(t, 2)} (n={c})" for t, c in zip(taus, counts)])
+        csv_rows.append([csv_label, "", "", "", "", "", ""] + [None if _isnan(t) else round(t, 4) for t in taus]
+                        + ["", ""])
     margin_kind = f"PGD-{s['steps']} adversarial" if s["robust_margin"] else "natural"
     notes = (f"Robust accuracies (PGD-{read_run(project / next(iter(runs.values())))[0].eval_steps}) in %, last "
              f"evaluated epoch; gap = train (labels trained on) − test. Measures of {s['checkpoint']}.pt on "
@@ -475,9 +486,10 @@ def build_complexity(project: Path, runs: dict, settings: dict, title: str, sett
              f"the CE by {s['hessian_iters']} power iterations, mean over {s['hessian_examples'] or 'all'} examples; "
              f"flatness: increase of the PGD-{s['steps']} adversarial loss at γ_w = {s['gamma']:g} along "
              f"{s['directions']} filter-normalized random directions. Kendall τ-b over the models where the measure "
-             f"is defined: a measure that explains robust generalization has τ > 0 (the margin, a denominator: "
-             f"τ < 0). Paper: no numbers (scatter plots); its finding: {FIG6_FINDING}. {setting} "
-             f"{_source_note(project, runs.values())}")
+             f"is defined, and over the models where all of them are (the same models for every measure; taus over "
+             f"different models are not comparable): a measure that explains robust generalization has τ > 0 (the "
+             f"margin, a denominator: τ < 0). Paper: no numbers (scatter plots); its finding: {FIG6_FINDING}. "
+             f"{setting} {_source_note(project, runs.values())}")
     csv_columns = ["model", "run", "method", "noise_rate", "train_rob", "test_rob", "gap_rob"] + \
         [k for k, _ in COMPLEXITY_COLUMNS] + ["fit", "epoch"]
     return {"title": title, "columns": columns, "rows": rows, "csv_columns": csv_columns, "csv_rows": csv_rows,

@@ -90,7 +90,7 @@ from matplotlib.ticker import MaxNLocator
 
 from memlib import analysis
 from memlib.config import RunConfig
-from memlib.report import Outputs
+from memlib.report import Outputs, taus_with_gap
 from memlib.runs import read_metrics, read_run, run_dir_for
 from memlib.train import lr_at, train_many
 
@@ -291,17 +291,21 @@ def lower_than_true(key):
     return (sum(v < max(true) for v in rand) if true else 0), len(rand)
 
 
+# Kendall's tau of each measure over the models where it is defined, and over the models where all four are:
+# taus over different sets of models are not comparable (the models that fit nothing have small gaps)
+values, gaps = {k: [cx[s].get(k) for s in models] for k in MEASURES}, [gap[s] for s in models]
+(own, own_n), (common, common_n) = taus_with_gap(values, gaps), taus_with_gap(values, gaps, common=True)
 lines = []
-for key, name in MEASURES.items():
-    pairs = [(cx[s][key], gap[s]) for s in models if cx[s].get(key) is not None]
-    tau = analysis.kendall_tau([p[0] for p in pairs], [p[1] for p in pairs]) if len(pairs) >= 2 else float("nan")
+for i, (key, name) in enumerate(MEASURES.items()):
     low, n_rand = lower_than_true(key)
-    if not pairs:
+    if not own_n[i]:
         lines.append(f"* **{name}**: undefined for every model (margin ≤ 0: no model fits its training set).")
         continue
-    tau_text = "undefined" if np.isnan(tau) else f"{tau:+.2f}"
-    lines.append(f"* **{name}**: Kendall τ with the gap {tau_text} over {len(pairs)} models; {low} of {n_rand} "
-                 f"random-label models have a *lower* value than at least one true-label model.")
+    tau_text = "undefined" if np.isnan(own[i]) else f"{own[i]:+.2f}"
+    common_text = "undefined" if np.isnan(common[i]) else f"{common[i]:+.2f}"
+    lines.append(f"* **{name}**: Kendall τ with the gap {tau_text} over {own_n[i]} models ({common_text} over the "
+                 f"{common_n[i]} models where every measure is defined); {low} of {n_rand} random-label models have "
+                 f"a *lower* value than at least one true-label model.")
 fit = {model_label(s): f"{100 * cx[s]['fit']:.0f}%" for s in models}
 display(Markdown("\n".join(lines) + "\n\nShare of the measured training examples each model fits (margin > 0, "
                  f"i.e. {'robustly' if S['robust_margin'] else 'naturally'} correct): "

@@ -472,10 +472,23 @@ def test_run_complexity_measures_the_runs_own_examples_saves_reuses_and_feeds_th
     tau = A.kendall_tau([c["flatness"] for c in cx], gaps)
     assert table["csv_rows"][2][0] == "kendall_tau" and not np.isnan(tau)
     assert table["csv_rows"][2][flat_col] == pytest.approx(tau, abs=1e-4)
+    assert table["csv_rows"][3][0] == "kendall_tau_common"  # over the models with every measure: taus_with_gap
     a10 = build_init_comparison(Path("/"), {"random|vanilla": str(runs[0]), "adversarial|vanilla": str(runs[1])},
                                 "t", "s")
     assert [r[:2] for r in a10["rows"]] == [["random", "vanilla"], ["adversarial", "vanilla"]]
     assert a10["csv_rows"][0][2] == pytest.approx(100 * read_metrics(runs[0])[-1]["test_nat_acc"], abs=1e-3)
+
+
+def test_taus_with_gap_over_each_measures_models_or_the_common_ones():
+    from memlib.report import taus_with_gap
+    gaps = [1.0, 2.0, 3.0, 4.0]
+    values = {"flatness": [4.0, 3.0, 1.0, 2.0], "spectral": [None, None, 1.0, 2.0]}
+    taus, counts = taus_with_gap(values, gaps)
+    assert counts == [4, 2] and taus == [pytest.approx(A.kendall_tau([4, 3, 1, 2], gaps)), pytest.approx(1.0)]
+    assert taus[0] < 0
+    taus, counts = taus_with_gap(values, gaps, common=True)  # the models 3 and 4 only
+    assert counts == [2, 2] and taus == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert np.isnan(taus_with_gap({"a": [1.0, None]}, [1.0, 2.0])[0][0])
 
 
 def test_trades_kl_gradient_stays_finite_for_a_confident_model():
