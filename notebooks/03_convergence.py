@@ -382,7 +382,8 @@ rows = [
          key=f"summary|fig3b_ratio_first_half|{PICK}", paper="consistently higher than TRADES's"),
     dict(label="Fig. 3(b): TRADES mean ‖grad bKL‖ / ‖grad CE‖, first half of kept epochs", run=run_dirs[("grad", "trades")],
          key=f"summary|fig3b_ratio_first_half|{PICK}", paper="lower"),
-    dict(label="Fig. 3(a): TRADES ‖grad bKL‖ / ‖grad CE‖ after epoch 1", run=run_dirs[("grad", "trades")],
+    dict(label="Fig. 3(a): TRADES mean ‖grad bKL‖ / mean ‖grad CE‖ after epoch 1",
+         run=run_dirs[("grad", "trades")],
          key=f"summary|fig3a_kl_over_ce_epoch1|{PICK}", paper="much smaller than 1"),
     *[dict(label=f"Fig. 4(a): l2 gradient change at |lambda| = {small:g}, {LOSS_NAMES[loss]}", run=init_run,
            key=f"summary|fig4a_l2|loss={loss}|lambda={small:g}|{PICK}", paper="largest for PGD-AT (abrupt)")
