@@ -17,8 +17,8 @@ from memlib.train import train
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
+def _bench_module(name: str = "bench_train"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -70,3 +70,26 @@ def test_benchmark_runs_on_tiny_data_and_evaluates_a_trained_run(tiny_folder, ti
     assert accs["pgd-10"] <= accs["natural"]
     if result["eval_autoattack_examples_per_s"] is not None:  # AutoAttack installed
         assert accs["autoattack"] <= accs["natural"]
+
+
+def test_amp_check_compares_bf16_with_fp32_evaluation_of_a_trained_run(tiny_cfg, tmp_path):
+    from memlib.data import balanced_subset, load_split
+    from memlib.evaluate import accuracy, load_weights
+    cfg = tiny_cfg(epochs=1)
+    run = train(cfg).run_dir
+    out = tmp_path / "results"
+    result = _bench_module("amp_check").main([str(run), "--n", "20", "--attacks", "natural,pgd-3", "--device", "cpu",
+                                             "--out", str(out)])
+    assert json.loads((out / f"amp-check-cpu-{Path(run).name}.json").read_text()) == json.loads(json.dumps(result))
+    assert result["examples"] == 20 and [r["attack"] for r in result["rows"]] == ["natural", "pgd-3"]
+    test = load_split(cfg, train=False)
+    ids = balanced_subset(test.labels, 20, seed=0)
+    model, _ = load_weights(run, "final")
+    natural, pgd = result["rows"]
+    assert natural["fp32"] == pytest.approx(accuracy(model, test.images[ids], test.labels[ids], eps=cfg.eps,
+                                                     alpha=cfg.alpha))
+    assert natural["other_start_predictions_differ"] == 0  # no random start: fp32 is deterministic
+    assert pgd["fp32"] <= natural["fp32"] + 1e-9
+    for r in result["rows"]:  # an accuracy difference needs at least as many changed predictions
+        assert 20 * abs(r["difference"]) <= r["predictions_differ"] + 1e-6
+        assert 20 * abs(r["other_start_difference"]) <= r["other_start_predictions_differ"] + 1e-6
