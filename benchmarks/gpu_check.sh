@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one go (under 10 minutes on one H100): the training benchmark, the CUDA tests, two epochs
 # of the paper's PGD-AT run through the real training loop, and the benchmark with the attack's BatchNorm not
-# folded into the convolutions (what folding adds on the GPU; for eager steps, add --no-graphs --tag eager).
+# folded into the convolutions (what folding adds on the GPU; for eager steps, add --no-graphs --tag eager),
+# and bf16 vs fp32 evaluation of a quick-tier run's weights where they are present (carry the run folder).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # default OUT_DIR: benchmarks/results
 #
@@ -29,3 +30,9 @@ cp "$runs"/*/metrics.jsonl "$out/paper-pgd_at-2-epochs.metrics.jsonl" 2>/dev/nul
 echo "== benchmark, memlib with the attack's BatchNorm not folded (fold_bn: false)"
 timeout 120 $py benchmarks/bench_train.py --width 1 --reps 5 --batches 60 --no-fold --tag nofold --aa-n 20 \
     --out "$out"
+
+run=outputs/quick/runs/cifar10-resnet18-pgd_at-7e5bbcbfc9
+if [ -f "$run/final.pt" ]; then
+    echo "== bf16 vs fp32 evaluation on the GPU (amp_check.py)"
+    timeout 120 $py benchmarks/amp_check.py "$run" --n 1000 --out "$out"
+fi
