@@ -230,7 +230,7 @@ display(Markdown(
 # %% [markdown]
 # **What to expect from a small tier.** Robust overfitting needs a network that can fit its training set
 # after the decay. The `smoke` tier (3 epochs, 100 images) only checks that the notebook runs. The `quick`
-# tier (500 images without augmentation, 40 epochs, decays after 20 and 30) is sized so that it does fit
+# tier (500 images without augmentation, 40 epochs, decays after 10 and 30) is sized so that it does fit
 # them; its robust test accuracy is measured on 500 images, so single epochs jitter by about ±2 points (the
 # standard error of a 15% accuracy on 500 images is 1.6 points): judge the trend, not one epoch. Note also
 # that the best epoch of a noisy curve is partly chosen by that noise, which inflates "best" a little.
