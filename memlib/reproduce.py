@@ -77,7 +77,7 @@ def execute(project: str, name: str, tier: str, force: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {**load_params(project, name, tier), "tier": tier, "interactive": False, "force": force}
     status = {"notebook": name, "tier": tier, "ok": True, "error": None, "started": _now(),
-              "code_version": code_version(project)}
+              "code_version": code_version()}  # memlib's checkout, as runs record it
     t0 = time.time()
     try:
         pm.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),

@@ -86,10 +86,15 @@ def update_swa(swa: AveragedModel, model: torch.nn.Module, data, cfg: RunConfig,
     CIFAR-10), and averaging per-batch variances would then miss the variance between classes."""
     swa.update_parameters(model)
     device = data.train_images.device
-    batches = Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
-                     generator=torch.Generator().manual_seed(cfg.seed), memory_format=fmt)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        update_bn(batches, swa.module)
+        update_bn(swa_bn_batches(data, cfg, fmt), swa.module)
+
+
+def swa_bn_batches(data, cfg: RunConfig, fmt=torch.contiguous_format) -> Loader:
+    """The clean training images over which ``update_swa`` recomputes BatchNorm statistics, in batches of
+    ``eval_batch_size``, in a permutation seeded by ``cfg.seed`` (the same one at every call)."""
+    return Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
+                  generator=torch.Generator().manual_seed(cfg.seed), memory_format=fmt)
 
 
 def _rng_state(generator: torch.Generator) -> dict:

@@ -299,7 +299,8 @@ def _teacher(tiny_cfg, tmp_path) -> Path:
 def test_kd_swa_averages_weights_recomputes_bn_and_resumes_exactly(tiny_cfg, tmp_path):
     from torch.optim.swa_utils import update_bn
 
-    from memlib.data import Loader, prepare_data
+    from memlib.data import prepare_data
+    from memlib.train import swa_bn_batches
     kw = dict(method="kd_swa", kd_teacher=str(_teacher(tiny_cfg, tmp_path)), swa_start=2)
     whole = train(tiny_cfg(out_dir=str(tmp_path / "a"), **kw))
     assert [m.get("swa_n") for m in whole.metrics] == [None, 1, 2]
@@ -320,8 +321,7 @@ def test_kd_swa_averages_weights_recomputes_bn_and_resumes_exactly(tiny_cfg, tmp
     # and BatchNorm statistics recomputed for it, on the clean training images without augmentation
     data = prepare_data(cfg, torch.device("cpu"))
     fresh = load_weights(run, "final")[0]
-    update_bn(Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
-                     generator=torch.Generator().manual_seed(cfg.seed)), fresh)
+    update_bn(swa_bn_batches(data, cfg), fresh)
     for name, buf in fresh.named_buffers():
         if "running" in name:
             torch.testing.assert_close(buf, final["model"][name])
