@@ -1,13 +1,16 @@
 """Command line: ``python -m memlib train PARAMS.yaml [key=value ...]``,
 ``python -m memlib evaluate RUN_DIR [--attacks natural,pgd-10,...] [--n N]`` and
-``python -m memlib reproduce --tier smoke|quick|paper [--only NOTEBOOK] [--force]``."""
+``python -m memlib reproduce --tier smoke|quick|paper [--only NOTEBOOK] [--force]`` (train what is needed, execute
+the notebooks), ``python -m memlib render --tier quick`` (the same from the committed records alone, training
+nothing) and ``python -m memlib plan --tier T [--json]`` (what ``reproduce`` would do, and its time here)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
-from memlib.config import MemlibError
+from memlib.config import DEVICES, ConfigError, MemlibError
 
 
 def _train(args) -> None:
@@ -24,10 +27,14 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
+    import memlib.train  # noqa: F401  (registers how a record's weights are trained again when they are needed)
     from memlib.evaluate import evaluate_run, format_table, table_row
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     checkpoints = tuple(c.strip() for c in args.checkpoints.split(",") if c.strip())
+    if not attacks or not checkpoints:
+        raise ConfigError("--attacks and --checkpoints need at least one name each (e.g. --attacks natural,pgd-10 "
+                          "--checkpoints best,final)")
     results = evaluate_run(args.run_dir, attacks, n=args.n, checkpoints=checkpoints, batch_size=args.batch_size,
                            seed=args.seed, device=args.device, force=args.force)
     if set(checkpoints) >= {"best", "final"}:
@@ -37,13 +44,37 @@ def _evaluate(args) -> None:
             print(which, {k: (f"{100 * v:.2f}%" if k != "epoch" else v) for k, v in accs.items()})
 
 
-def _reproduce(args) -> None:
+def _reproduce(args) -> int:
     from memlib.reproduce import run_batch
 
     only = [n.strip() for n in args.only.split(",")] if args.only else None
+    if args.jobs < 1:  # a wave of 0 notebooks would never end
+        raise ConfigError(f"--jobs must be >= 1; got {args.jobs}")
     slurm = {"partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus,
              "timeout_min": args.timeout_min}
-    run_batch(args.tier, only=only, force=args.force, executor=args.executor, jobs=args.jobs, slurm=slurm)
+    _, statuses = run_batch(args.tier, only=only, force=args.force, executor=args.executor, jobs=args.jobs,
+                            slurm=slurm, records_only=args.command == "render")
+    return 1 if any(not s["ok"] for s in statuses) else 0
+
+
+def _plan(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from memlib.plan import describe, plan_notebook, speed_factor
+    from memlib.reproduce import notebooks
+    from memlib.runs import project_root
+
+    project = project_root()
+    names = [n.strip() for n in args.only.split(",")] if args.only else notebooks(project, args.tier)
+    plans = [plan_notebook(project, args.tier, name) for name in names]
+    factor = speed_factor(project, log=lambda m: None) if any(p.to_train() for p in plans) else None
+    if args.json:
+        print(json.dumps({"tier": args.tier, "speed_factor": factor, "notebooks": [asdict(p) for p in plans]},
+                         indent=2))
+    else:
+        print("\n".join([f"plan of the {args.tier} tier:", *describe(plans, factor)]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,33 +96,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", default="best,final", help="best, final and/or last")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=None, help="seed of the test subset (default: the run's own)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--force", action="store_true", help="recompute cached results")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("reproduce", help="execute the notebooks of a tier and write outputs/<tier>/REPORT.md")
+    for command, text in (("reproduce", "execute the notebooks of a tier, training what needs training, and write "
+                                        "outputs/<tier>/REPORT.md"),
+                          ("render", "rebuild a tier's tables and figures from the committed records alone, "
+                                     "training nothing (minutes)")):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("--tier", default="quick", help="smoke | quick | paper")
+        p.add_argument("--only", default="", help="comma-separated notebook names (default: all)")
+        p.add_argument("--force", action="store_true", help="retrain runs even when finished ones exist")
+        p.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
+                       help="submitit local processes (default), Slurm jobs, or this process")
+        p.add_argument("--jobs", type=int, default=1, help="notebooks at once with the local executor")
+        p.add_argument("--slurm-partition", default=None)
+        p.add_argument("--slurm-gpus", type=int, default=1)
+        p.add_argument("--slurm-cpus", type=int, default=8)
+        p.add_argument("--timeout-min", type=int, default=24 * 60)
+        p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("plan", help="what `reproduce` would do: each notebook's runs, their state, the time here")
     p.add_argument("--tier", default="quick", help="smoke | quick | paper")
     p.add_argument("--only", default="", help="comma-separated notebook names (default: all)")
-    p.add_argument("--force", action="store_true", help="retrain runs even when finished ones exist")
-    p.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
-                   help="submitit local processes (default), Slurm jobs, or this process")
-    p.add_argument("--jobs", type=int, default=1, help="notebooks at once with the local executor")
-    p.add_argument("--slurm-partition", default=None)
-    p.add_argument("--slurm-gpus", type=int, default=1)
-    p.add_argument("--slurm-cpus", type=int, default=8)
-    p.add_argument("--timeout-min", type=int, default=24 * 60)
-    p.set_defaults(func=_reproduce)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_plan)
 
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except MemlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only folder, a full disk, a path that is a file: the files written so far stay
+        print(f"error: {os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
+
+
+def os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the file, the reason, and what to do (memlib writes every file
+    whole or not at all, so the run resumes once the cause is fixed)."""
+    what = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+            errno.EACCES: "make it writable, or set out_dir/data_dir to a folder you can write",
+            errno.EPERM: "make it writable, or set out_dir/data_dir to a folder you can write",
+            errno.EROFS: "set out_dir/data_dir to a writable folder",
+            errno.ENOTDIR: "a part of this path is a file, not a folder: move it or choose another path",
+            errno.EEXIST: "a file stands where a folder is needed: move it or choose another path"}
+    where = f"{exc.filename}: " if exc.filename else ""
+    todo = what.get(exc.errno, "fix the cause")
+    return f"{where}{exc.strerror or exc}; {todo}, then run the same command again (finished work is kept)"
 
 
 if __name__ == "__main__":

@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad as func_grad, vmap
 
 from memlib.attacks import ce_objective, eval_mode, kl_objective, pgd
-from memlib.data import DataError, balanced_subset, load_split
+from memlib.data import balanced_subset, load_split
 from memlib.evaluate import load_weights
 from memlib.io import atomic_save_npz, atomic_write_json, file_digest
 from memlib.methods import clean_probs
-from memlib.runs import read_run, run_dir_for, select_device
+from memlib.runs import check_data, read_run, select_device
 
 # per-example losses; the attack each one needs ("ce": PGD-AT's, "kl": TRADES's, None: clean only)
 LOSSES = {"pgd_at": "ce", "r": "ce", "clean_ce": None, "trades_ce": None, "trades_kl": "kl", "trades": "kl"}
@@ -550,15 +550,12 @@ def complexity_examples(run_dir: str | Path, settings: dict | None = None, devic
     examples (by true label; 0 = all) of the run's own training set, read from ``labels.npz`` (the same images,
     with the labels the run was trained on), in a random order seeded by ``settings["seed"]`` (so the first k
     of them, used for the Hessian and the curve, are a random subset). Returns (uint8 images, labels) on
-    ``device``; checks that the data still resolves to the source the run was trained on."""
+    ``device``; checks that the data is still the data the run was trained on (``runs.check_data``)."""
 
     s = complexity_settings(settings)
     run_dir = Path(run_dir)
     cfg, record = read_run(run_dir)
-    source = run_dir_for(cfg)[2]
-    if source != record["data_source"]:
-        raise DataError(f"run {run_dir.name} was trained on {record['data_source']} but the data now resolves to "
-                        f"{source}; make the same data available (data_source/data_path)")
+    check_data(run_dir, cfg, record)
     with np.load(run_dir / "labels.npz") as f:
         ids, labels, true = (torch.from_numpy(f[k]).long() for k in ("train_ids", "labels", "true_labels"))
     pick = balanced_subset(true, min(s["examples"], len(ids)) if s["examples"] else 0, s["seed"])
@@ -738,10 +735,7 @@ def run_adversarial_losses(run_dir, which: str = "final", *, eps: float | None =
         return {"key": key, **saved}
     with np.load(run_dir / "labels.npz", allow_pickle=False) as f:
         train_ids, labels = f["train_ids"], f["labels"]
-    _, _, source = run_dir_for(cfg)
-    if source != record["data_source"]:
-        raise DataError(f"run {run_dir.name} was trained on {record['data_source']} but the data now resolves to "
-                        f"{source}; make the same data available (data_source/data_path)")
+    check_data(run_dir, cfg, record)
     dev = select_device(device)
     images = load_split(cfg, train=True).images[torch.from_numpy(train_ids)].to(dev)
     model, _ = load_weights(run_dir, which, dev)

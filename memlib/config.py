@@ -175,6 +175,9 @@ class RunConfig:
                     "lr_step_every"):
             if getattr(self, key) < 1:
                 bad(f"{key} must be >= 1; got {getattr(self, key)}")
+        for key in ("seed", "data_seed"):  # torch and numpy take seeds in [0, 2**63); data_seed + 3 is used too
+            if not (0 <= getattr(self, key) < 2 ** 62):
+                bad(f"{key} must be in [0, 2**62); got {getattr(self, key)}")
         for key in ("train_subset", "test_subset", "train_eval_subset"):
             if getattr(self, key) < 0:
                 bad(f"{key} must be >= 0 (0 = all); got {getattr(self, key)}")
@@ -246,14 +249,7 @@ class RunConfig:
         values: dict = {}
         if path is not None:
             path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            try:
-                values = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path} must hold a mapping of config keys to values")
+            values = read_yaml(path, "config keys")
         values = dict(values)
         values.update(parse_overrides(overrides))
         return cls.from_dict(values)
@@ -284,6 +280,49 @@ class RunConfig:
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         label = self.name or f"{self.dataset}-{self.model}-{self.method}"
         return f"{_slug(label)}-{digest}"
+
+
+def read_yaml(path: str | Path, what: str = "keys") -> dict:
+    """A YAML file that must hold a non-empty mapping of ``what`` to values, read with one-line errors: a
+    missing file or folder, non-UTF-8 bytes, a syntax error (with its line and column), duplicate keys, an empty
+    file (which would silently mean "every default": a 200-epoch full-size run) or another type of document."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          f"save it as UTF-8") from None
+    try:
+        values = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = text.splitlines()[mark.line] if mark is not None and mark.line < len(text.splitlines()) else ""
+        hint = "; indent with spaces, YAML forbids tabs" if "\t" in line else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}{hint}") from None
+    if values is None:
+        raise ConfigError(f"{path} is empty; write the {what} to set (see memlib/config.py), or {{}} for every "
+                          f"default")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of {what} to values; it holds a {type(values).__name__}")
+    return values
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_overrides(overrides: list[str] | dict | None) -> dict:
@@ -352,3 +391,105 @@ def _coerce(key: str, value, typ):
 def _slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
     return keep.strip("-") or "run"
+
+
+# --- notebook parameters -----------------------------------------------------------------------------------
+
+NOTEBOOK_TIERS = ("smoke", "quick", "paper")  # params/<notebook>/<tier>.yaml (memlib.report.TIERS)
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
+
+
+def check_notebook_parameters(namespace: dict, notebook: str) -> None:
+    """Check, in the cell right after a notebook's ``parameters`` cell, the parameters it now holds (its own
+    defaults plus any that papermill or a user injected): every name must be a parameter of the notebook, every
+    value of its declared type (an int where a float is declared; anything where the default is None), numbers
+    finite and >= 0 (``jobs`` >= 1), ``tier`` one of smoke/quick/paper, ``base`` and ``*_base`` dicts valid
+    RunConfig values. Raises ``ConfigError`` with one line, before any compute: papermill itself only warns
+    about an unknown parameter and runs to the end."""
+    declared, kinds, bound = _notebook_declarations(notebook)
+    unknown = sorted(k for k in namespace if not k.startswith("_") and k not in declared and k not in bound
+                     and k not in ("In", "Out", "get_ipython", "exit", "quit", "open")  # IPython's own
+                     and not isinstance(namespace[k], types.ModuleType))
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], list(declared), n=1)
+        raise ConfigError(f"notebook {notebook}: unknown parameter(s) {', '.join(unknown)}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; its parameters: {', '.join(declared)}") from None
+    for name in declared:
+        if name not in namespace or kinds.get(name) is None:
+            continue
+        value, typ = namespace[name], kinds[name]
+        ok = isinstance(value, (int, float) if typ is float else (list, tuple) if typ is list else typ) and \
+            (typ is bool or not isinstance(value, bool))
+        if not ok:
+            hint = " (papermill -p passes text: give lists and dicts with -y or -f)" if typ in (list, dict) else ""
+            raise ConfigError(f"notebook {notebook}: parameter {name} expects {typ.__name__}; got {value!r} "
+                              f"({type(value).__name__}){hint}") from None
+        low = 1 if name == "jobs" else 0
+        if typ in (int, float) and not (math.isfinite(value) and value >= low):
+            raise ConfigError(f"notebook {notebook}: parameter {name} must be a finite number >= {low}; "
+                              f"got {value!r}") from None
+    if "tier" in namespace and namespace["tier"] not in NOTEBOOK_TIERS:
+        raise ConfigError(f"notebook {notebook}: unknown tier {namespace['tier']!r}; choose one of: "
+                          f"{', '.join(NOTEBOOK_TIERS)}") from None
+    for name in declared:
+        if (name == "base" or name.endswith("_base")) and isinstance(namespace.get(name), dict):
+            try:
+                RunConfig.from_dict(namespace[name])
+            except ConfigError as exc:
+                raise ConfigError(f"notebook {notebook}: {name}: {exc}") from None
+
+
+def _notebook_declarations(notebook: str) -> tuple[list[str], dict, set]:
+    """(parameter names in order, {name: declared type or None}, names bound anywhere else in the notebook)
+    of ``notebooks/<notebook>.ipynb``: types from the annotations of its ``parameters`` cell, else from the
+    types of its default values (executed in a namespace of their own)."""
+    import ast
+    import json as json_module
+
+    path = _find_notebook(notebook)
+    cells = [c for c in json_module.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
+    defaults: dict = {}
+    exec(compile(sources[tagged[0]], str(path), "exec"), {}, defaults)  # the notebook's own default values
+    names, kinds = [], {}
+    for node in ast.parse(sources[tagged[0]]).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id not in names:
+                names.append(t.id)
+                note = getattr(node, "annotation", None)
+                typ = _TYPES.get(note.id) if isinstance(note, ast.Name) else None
+                default = defaults.get(t.id)
+                kinds[t.id] = None if default is None else typ or type(default)
+    bound = set()
+    for i, source in enumerate(sources):
+        if i == tagged[0]:
+            continue
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names, kinds, bound - set(names)
+
+
+def _find_notebook(notebook: str) -> Path:
+    """``notebooks/<notebook>.ipynb`` of the project: from the current folder (a kernel runs in ``notebooks/``)
+    upwards, else next to the memlib package."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents, Path(__file__).resolve().parent.parent):
+        for candidate in (folder / f"{notebook}.ipynb", folder / "notebooks" / f"{notebook}.ipynb"):
+            if candidate.is_file():
+                return candidate
+    raise ConfigError(f"notebook {notebook}: cannot find notebooks/{notebook}.ipynb to read its parameters from")

@@ -139,12 +139,72 @@ def _cached(cfg: RunConfig, key: str, read):
     return images, labels
 
 
-@functools.lru_cache(maxsize=16)
 def _folder_key(folder: Path) -> str:
-    """A fingerprint of an ImageFolder split (names and sizes of its files), once per process: listing 50,000
-    files costs more than reading the uint8 cache it names."""
-    listing = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.glob("*/*") if p.is_file())
-    return hashlib.sha256(repr(listing).encode()).hexdigest()[:12]
+    """A fingerprint of an ImageFolder split (names and sizes of its files), once per process and state of its
+    folders (their modification times change when a file is added, removed or renamed): listing 50,000 files
+    costs more than reading the uint8 cache it names."""
+    try:
+        with os.scandir(folder) as entries:
+            subdirs = sorted(e.name for e in entries if e.is_dir())
+        mtimes = tuple(os.stat(folder / d).st_mtime_ns for d in ("", *subdirs))
+    except OSError as exc:
+        raise DataError(f"cannot list {folder}: {exc.strerror}") from None
+    return _listing_key(folder, tuple(subdirs), mtimes)
+
+
+@functools.lru_cache(maxsize=16)
+def _listing_key(folder: Path, subdirs: tuple, mtimes: tuple) -> str:
+    listing = []
+    for sub in subdirs:  # os.scandir: 4x faster than Path.glob("*/*"), the same listing
+        with os.scandir(folder / sub) as entries:
+            listing += [(f"{sub}/{e.name}", e.stat().st_size) for e in entries if e.is_file()]
+    return hashlib.sha256(repr(sorted(listing)).encode()).hexdigest()[:12]
+
+
+def data_digest(cfg: RunConfig) -> str | None:
+    """What the data of ``cfg`` is, by content rather than by its folder's name: for an ImageFolder the names
+    and sizes of its files (half a second for the 60,000 images of the offline copy, once per process), for
+    torchvision the sha256 of its files (cached in ``data_dir/cache`` by path, size and modification time).
+    None when the torchvision files are not there yet (before a download)."""
+    kind, path = resolve_source(cfg)
+    if kind == "imagefolder":
+        return "files:" + hashlib.sha256(f"{_folder_key(path / 'train')}|{_folder_key(path / 'test')}".encode()
+                                         ).hexdigest()[:16]
+    files = _torchvision_files(cfg.dataset, path)
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{_file_sha256(f, Path(cfg.data_dir) / 'cache' / 'digests.json')}|".encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _torchvision_files(dataset: str, root: Path) -> list[Path]:
+    if dataset == "svhn":
+        return [f for f in (root / "train_32x32.mat", root / "test_32x32.mat") if f.is_file()]
+    folder = root / {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[dataset]
+    return sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+
+
+def _file_sha256(path: Path, cache: Path) -> str:
+    """sha256 of a data file, remembered in the JSON file ``cache`` by its path, size and modification time."""
+    import json
+
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        from memlib.io import atomic_write_json, file_digest
+
+        known[key] = file_digest(path)
+        try:
+            atomic_write_json(cache, known)
+        except OSError:  # a read-only data folder: computed again next time
+            pass
+    return known[key]
 
 
 def _read_imagefolder(folder: Path, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,10 +223,17 @@ def _read_imagefolder(folder: Path, dataset: str) -> tuple[np.ndarray, np.ndarra
             if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"):
                 files.append(f)
                 labels.append(label)
+        if not labels or labels[-1] != label:  # a class nothing can be learned or tested on
+            raise DataError(f"{folder / name} holds no images (.jpg, .jpeg, .png, .bmp); add its images or use the "
+                            f"full data set")
     images = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
     for i, f in enumerate(files):
-        with Image.open(f) as im:
-            arr = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: unidentified, truncated or damaged files
+            raise DataError(f"{f} is not a readable image ({type(exc).__name__}); replace or remove it, then run "
+                            f"the same command again") from None
         if arr.shape != (32, 32, 3):
             raise DataError(f"{f} is {arr.shape[1]}x{arr.shape[0]}; memlib expects 32x32 images")
         images[i] = arr.transpose(2, 0, 1)
@@ -202,6 +269,8 @@ def balanced_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Indices of ``n`` examples, as class-balanced as the data allows, chosen with a seeded permutation.
     The result is sorted. ``n = 0`` means all examples."""
     total = len(labels)
+    if n < 0:
+        raise DataError(f"a subset of {n} examples: n must be >= 0 (0 = all)")
     if n == 0 or n == total:
         return torch.arange(total)
     if n > total:
@@ -241,6 +310,9 @@ def prepare_data(cfg: RunConfig, device: torch.device | str = "cpu") -> Data:
     if cfg.test_subset > len(test.labels):
         raise DataError(f"test_subset={cfg.test_subset} is larger than the {cfg.dataset} test set "
                         f"({len(test.labels)})")
+    if cfg.train_eval_subset > (cfg.train_subset or len(train.labels)):
+        raise DataError(f"train_eval_subset={cfg.train_eval_subset} is larger than the training examples of the run "
+                        f"({cfg.train_subset or len(train.labels)})")
     train_ids = balanced_subset(train.labels, cfg.train_subset, cfg.data_seed)
     test_ids = balanced_subset(test.labels, cfg.test_subset, cfg.data_seed + 1)
     true = train.labels[train_ids]

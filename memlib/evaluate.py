@@ -11,10 +11,12 @@ import torch
 import torch.nn as nn
 
 from memlib.attacks import attack, eval_mode, parse_attack
-from memlib.data import DataError, balanced_subset, load_split
+from memlib.config import ConfigError
+from memlib.data import balanced_subset, load_split
 from memlib.io import atomic_write_json, load_checkpoint
 from memlib.models import fold_bn as folded_view
-from memlib.runs import make_model, read_run, run_dir_for, select_device, uses_amp, uses_channels_last
+from memlib.runs import (check_data, ensure_weights, make_model, read_record, read_run, select_device, uses_amp,
+                         uses_channels_last)
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
 
@@ -49,7 +51,9 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec:
 
 def load_weights(run_dir: str | Path, which: str = "best",
                  device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """The model of a run with the weights of checkpoint ``which`` (best | final | last), in eval mode."""
+    """The model of a run with the weights of checkpoint ``which`` (best | final | last | epoch_NNN), in eval
+    mode; a record's weights are trained first (``runs.ensure_weights``)."""
+    ensure_weights(run_dir, which)
     cfg, record = read_run(run_dir)
     state = load_checkpoint(Path(run_dir) / f"{which}.pt", expect_run_id=record["run_id"])
     model = make_model(cfg, device)
@@ -67,13 +71,14 @@ def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pg
     the paper (which uses the whole test set for both)."""
     for spec in attacks:
         parse_attack(spec)
+    if n < 0 or batch_size < 1:
+        raise ConfigError(f"n must be >= 0 (0 = all test examples) and batch_size >= 1; got n={n}, "
+                          f"batch_size={batch_size}")
     run_dir = Path(run_dir)
+    read_record(run_dir)  # a damaged config.json is one line
     cfg, record = read_run(run_dir)
     seed = cfg.data_seed + 1 if seed is None else seed
-    _, _, source = run_dir_for(cfg)
-    if source != record["data_source"]:
-        raise DataError(f"run {run_dir.name} was trained on {record['data_source']} but the data now resolves to "
-                        f"{source}; make the same data available (data_source/data_path)")
+    check_data(run_dir, cfg, record)  # the same source, and the same files where the record has their digest
     dev = select_device(device)
     cache_path = run_dir / "eval.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
@@ -83,10 +88,15 @@ def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pg
     fmt = torch.channels_last if uses_channels_last(cfg, dev) else torch.contiguous_format
     results: dict = {}
     for which in checkpoints:
+        keys = {spec: f"{which}|{spec}|n={n}|seed={seed}" for spec in attacks}
+        if not force and all(k in cache for k in keys.values()):  # cached: no weights needed (records suffice)
+            results[which] = {"epoch": cache[next(iter(keys.values()))]["epoch"] if keys else None,
+                              **{spec: cache[k]["acc"] for spec, k in keys.items()}}
+            continue
         model, state = load_weights(run_dir, which, dev)
         results[which] = {"epoch": state.get("epoch")}
         for spec in attacks:
-            key = f"{which}|{spec}|n={n}|seed={seed}"
+            key = keys[spec]
             if key not in cache or force:
                 torch.manual_seed(seed)
                 t0 = time.time()

@@ -25,9 +25,19 @@ class CheckpointError(MemlibError):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all; a file that already holds exactly ``data`` is left
+    untouched (same bytes, same modification time), so re-rendering unchanged results changes nothing. A failed
+    write (a full disk, a read-only folder) leaves the old file as it was, removes its temporary file and raises
+    an ``OSError`` that names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if unchanged(path, data):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # named by the file meant, not by the temporary one
+        raise OSError(exc.errno, exc.strerror, exc.filename if exc.filename == str(path.parent) else str(path)) \
+            from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -37,9 +47,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unchanged(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -15,11 +15,15 @@ import json
 import os
 from pathlib import Path
 
-from memlib.io import atomic_write_json, atomic_write_text
+from memlib.config import NOTEBOOK_TIERS
+from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from memlib.paper import METHOD_NAMES, PAPER_TABLES, TABLE1, TABLE_A1
-from memlib.runs import project_root, read_metrics, read_run
+from memlib.runs import on_weights_needed, project_root, read_metrics, read_run
 
-TIERS = ("smoke", "quick", "paper")
+TIERS = NOTEBOOK_TIERS  # params/<notebook>/<tier>.yaml
+STAGE_VARIABLE = "MEMLIB_OUTPUTS_STAGE"
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 
 
 class Outputs:
@@ -31,16 +35,22 @@ class Outputs:
         self.tier, self.notebook = tier, notebook
         self.project = project_root() if root is None else Path(root).resolve()
         self.dir = self.project / "outputs" / tier
-        self.runs, self.tables, self.figures = self.dir / "runs", self.dir / "tables", self.dir / "figures"
+        # Under the batch, tables, figures and the manifest go to a staging folder that replaces the last good
+        # ones only once the whole notebook has run (memlib.reproduce); runs are written in place.
+        stage = os.environ.get(STAGE_VARIABLE)
+        written = Path(stage) if stage else self.dir
+        self.runs, self.tables, self.figures = self.dir / "runs", written / "tables", written / "figures"
         self.data = self.project / "data"
-        for d in (self.runs, self.tables, self.figures, self.dir / "manifest"):
+        for d in (self.runs, self.tables, self.figures, written / "manifest"):
             d.mkdir(parents=True, exist_ok=True)
-        self._manifest_path = self.dir / "manifest" / f"{notebook}.json"
-        self.manifest = {"notebook": notebook, "tier": tier, "tables": [], "figures": [], "runs": []}
-        if self._manifest_path.is_file():  # keep the tables and figures earlier executions recorded; the runs
-            earlier = json.loads(self._manifest_path.read_text())  # are those this execution uses (add_run)
+        self._manifest_path = written / "manifest" / f"{notebook}.json"
+        earlier_path = self.dir / "manifest" / f"{notebook}.json"
+        self.manifest = {"notebook": notebook, "tier": tier, "tables": [], "figures": [], "runs": [], "weights": []}
+        if earlier_path.is_file():  # keep the tables and figures earlier executions recorded; the runs (and
+            earlier = json.loads(earlier_path.read_text())  # runs whose weights are used) are this execution's
             self.manifest.update({k: earlier.get(k, []) for k in ("tables", "figures")})
         atomic_write_json(self._manifest_path, self.manifest)
+        on_weights_needed(self._weights_needed)
 
     def run_config(self, **values) -> dict:
         """Config values with this tier's run folder and data folder filled in."""
@@ -52,11 +62,22 @@ class Outputs:
             self.manifest["runs"].append(rel)
             atomic_write_json(self._manifest_path, self.manifest)
 
+    def _weights_needed(self, run_dir: Path) -> None:
+        """Note a run whose weights this notebook uses (the plan then knows that its record is not enough)."""
+        rel = os.path.relpath(run_dir, self.project)
+        if rel not in self.manifest["weights"]:
+            self.manifest["weights"] = sorted([*self.manifest["weights"], rel])
+            atomic_write_json(self._manifest_path, self.manifest)
+
     def figure(self, fig, name: str, caption: str = "") -> Path:
-        """Save a matplotlib figure as PNG and PDF under ``figures/``."""
+        """Save a matplotlib figure as PNG and PDF under ``figures/``, without dates or versions in their
+        metadata, so that the same figure is the same bytes."""
         png = self.figures / f"{name}.png"
-        fig.savefig(png, dpi=130, bbox_inches="tight")
-        fig.savefig(self.figures / f"{name}.pdf", bbox_inches="tight")
+        for path, kw in ((png, {"dpi": 130, "metadata": PNG_METADATA}),
+                         (self.figures / f"{name}.pdf", {"metadata": PDF_METADATA})):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=path.suffix[1:], bbox_inches="tight", **kw)
+            atomic_write_bytes(path, buf.getvalue())
         self._record("figures", {"name": name, "caption": caption, "png": f"figures/{name}.png"})
         return png
 

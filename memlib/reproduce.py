@@ -14,16 +14,18 @@ import ast
 import json
 import logging
 import os
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
+from tqdm.auto import tqdm
 
-from memlib.config import ConfigError, RunConfig
-from memlib.io import atomic_write_json, atomic_write_text
-from memlib.report import TIERS
-from memlib.runs import code_version, project_root
+from memlib.config import ConfigError, RunConfig, read_yaml
+from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from memlib.plan import describe, estimate, plan_notebook, speed_factor
+from memlib.report import STAGE_VARIABLE, TIERS, rebuild_table
+from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
 
 
 def notebooks(project: Path, tier: str) -> list[str]:
@@ -50,10 +52,8 @@ def notebook_parameters(path: Path) -> set[str]:
 def load_params(project: Path, name: str, tier: str) -> dict:
     """A tier's parameters of a notebook, checked before anything runs: every key must be a parameter of
     the notebook (papermill would only warn), and every ``base`` dict must be a valid RunConfig."""
+    values = read_yaml(project / "params" / name / f"{tier}.yaml", "notebook parameters")
     path = project / "params" / name / f"{tier}.yaml"
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of notebook parameters")
     known = notebook_parameters(project / "notebooks" / f"{name}.ipynb")
     unknown = sorted(set(values) - known)
     if unknown:
@@ -68,19 +68,34 @@ def load_params(project: Path, name: str, tier: str) -> dict:
     return values
 
 
-def execute(project: str, name: str, tier: str, force: bool = False) -> dict:
-    """Execute one notebook with papermill; never raises for a notebook error (it is returned)."""
+def execute(project: str, name: str, tier: str, force: bool = False, records_only: bool = False) -> dict:
+    """Execute one notebook with papermill; never raises for a notebook error (it is returned).
+
+    The executed notebook, its tables, figures and manifest are written to ``outputs/<tier>/.staging/<name>``
+    and replace the last good ones only when every cell has run: a failure leaves them as they were and keeps
+    what it wrote in ``.failed/<name>`` to look at. Files whose bytes did not change are not rewritten.
+    ``records_only`` (the ``render`` command): nothing is trained; the executed notebook is put in place only
+    if no cell needed weights that are not here (else it goes to ``.render/``, and the committed one stays)."""
     import papermill as pm
 
     project = Path(project)
-    out_dir = project / "outputs" / tier / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = project / "outputs" / tier
+    stage, failed = out / ".staging" / name, out / ".failed" / name
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     params = {**load_params(project, name, tier), "tier": tier, "interactive": False, "force": force}
+    status_path = (out / ".render" if records_only else out) / "status" / f"{name}.json"
+    earlier = _read_json(out / "status" / f"{name}.json")
     status = {"notebook": name, "tier": tier, "ok": True, "error": None, "started": _now(),
-              "code_version": code_version()}  # memlib's checkout, as runs record it
+              "records_only": records_only, "code_version": code_version()}  # memlib's checkout, as runs record it
     t0 = time.time()
+    # TQDM_DISABLE: progress bars in an executed notebook are timings (and random widget ids); the batch
+    # shows its own progress instead
+    env = {STAGE_VARIABLE: str(stage), "TQDM_DISABLE": "1", **({"MEMLIB_RECORDS_ONLY": "1"} if records_only else {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits them
     try:
-        pm.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
+        pm.execute_notebook(str(project / "notebooks" / f"{name}.ipynb"), str(stage / f"{name}.ipynb"),
                             parameters=params, cwd=str(project / "notebooks"), kernel_name="python3",
                             progress_bar=False, log_output=False, report_mode=False)
     except Exception as exc:  # papermill's PapermillExecutionError carries the failing cell
@@ -88,14 +103,104 @@ def execute(project: str, name: str, tier: str, force: bool = False) -> dict:
         cell = getattr(exc, "exec_count", None)
         status["error"] = (f"cell {cell}: " if cell is not None else "") + \
             f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', str(exc))}".strip()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     status["seconds"] = time.time() - t0
-    _strip_paths(out_dir / f"{name}.ipynb", project)
-    atomic_write_json(project / "outputs" / tier / "status" / f"{name}.json", status)
+    status["training_seconds"] = _training_seconds(project, stage, t0)
+    normalize_notebook(stage / f"{name}.ipynb", project)
+    stopped = records_only and not status["ok"] and f"{WeightsUnavailable.__name__}:" in status["error"]
+    if status["ok"] or stopped:
+        missing = _weights_missing(project, stage / "manifest" / f"{name}.json")
+        if stopped:  # from records alone it cannot go on: what it made up to there is good, the rest is kept
+            status.update(ok=True, stopped_for_weights=status.pop("error"), error=None)
+        else:
+            status["last_good"] = status["started"]
+        if missing:
+            status["weights_missing"] = missing
+        complete = not (stopped or missing)
+        _install(stage, out, name, whole=complete)
+        if not complete:  # the incomplete executed notebook is kept apart; the committed one stays
+            _install_file(stage / f"{name}.ipynb", out / ".render" / "notebooks" / f"{name}.ipynb")
+            _rebuild_tables(project, out, name)
+            _note_weights(out / "manifest" / f"{name}.json", stage / "manifest" / f"{name}.json")
+        shutil.rmtree(stage, ignore_errors=True)
+    else:
+        status["last_good"] = earlier.get("last_good") or (earlier.get("started") if earlier.get("ok") else None)
+        shutil.rmtree(failed, ignore_errors=True)
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        stage.rename(failed)
+    atomic_write_json(status_path, status)
     return status
 
 
-def _strip_paths(path: Path, project: Path) -> None:
-    """Write the executed notebook's paths relative to the project, so it carries no machine paths."""
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _training_seconds(project: Path, stage: Path, since: float) -> float:
+    """Training time of the notebook's runs trained in this execution (their metrics changed since ``since``)."""
+    manifest = _read_json(next(iter((stage / "manifest").glob("*.json")), stage / "none"))
+    total = 0.0
+    for run in manifest.get("runs", []):
+        path = project / run / "metrics.jsonl"
+        if path.is_file() and path.stat().st_mtime >= since:
+            total += sum(m.get("time", 0.0) for m in read_metrics(path.parent))
+    return total
+
+
+def _weights_missing(project: Path, manifest: Path) -> list[str]:
+    """Runs whose weights the execution asked for but that are records without them."""
+    return [r for r in _read_json(manifest).get("weights", []) if run_state(project / r)[0] != "finished"]
+
+
+def _install(stage: Path, out: Path, name: str, whole: bool = True) -> None:
+    """Move what a successful execution wrote into ``out``; unchanged files keep their bytes and dates. Not
+    ``whole`` (a render that stopped where weights were needed): its tables and figures only, not its executed
+    notebook or its manifest, which lack what came after."""
+    for path in sorted(stage.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(stage)
+        if rel == Path(f"{name}.ipynb"):
+            if whole:
+                _install_file(path, out / "notebooks" / rel)
+        elif whole or rel.parts[0] in ("tables", "figures"):
+            _install_file(path, out / rel)
+
+
+def _note_weights(manifest: Path, staged: Path) -> None:
+    """Add the runs whose weights a partial execution asked for to the last good manifest (for the plan)."""
+    if manifest.is_file():
+        old = _read_json(manifest)
+        weights = sorted(set(old.get("weights", [])) | set(_read_json(staged).get("weights", [])))
+        if weights != old.get("weights"):
+            atomic_write_json(manifest, {**old, "weights": weights})
+
+
+def _rebuild_tables(project: Path, out: Path, name: str) -> None:
+    """Rebuild every table of the notebook's last manifest from its sidecar and the run records it names."""
+    for table in _read_json(out / "manifest" / f"{name}.json").get("tables", []):
+        sidecar = (out / table["md"]).with_suffix(".json")
+        if sidecar.is_file():
+            atomic_write_text(out / table["md"], rebuild_table(sidecar, project))
+
+
+def _install_file(src: Path, dest: Path) -> None:
+    atomic_write_bytes(dest, src.read_bytes())
+
+
+# papermill's and nbclient's per-run values: they go to the status file, not into the executed notebook
+_VOLATILE_META = ("start_time", "end_time", "duration", "exception")
+
+
+def normalize_notebook(path: Path, project: Path) -> None:
+    """Make the executed notebook a function of its inputs: paths relative to the project (it carries no
+    machine paths), no timings or dates (papermill's start/end/duration, nbclient's execution timestamps), a
+    fixed id for papermill's parameters cell."""
     import nbformat
 
     if not path.is_file():
@@ -106,7 +211,14 @@ def _strip_paths(path: Path, project: Path) -> None:
     for key in ("input_path", "output_path"):
         if isinstance(meta.get(key), str):
             meta[key] = meta[key].replace(prefix, "")
+    for key in _VOLATILE_META:
+        meta.pop(key, None)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill gives it a random id
+        cell.metadata.pop("execution", None)
+        for key in _VOLATILE_META:
+            cell.metadata.get("papermill", {}).pop(key, None)
         for output in cell.get("outputs", []):
             if isinstance(output.get("text"), str):
                 output["text"] = output["text"].replace(prefix, "")
@@ -117,8 +229,11 @@ def _strip_paths(path: Path, project: Path) -> None:
 
 
 def run_batch(tier: str, only: list[str] | None = None, force: bool = False, executor: str = "local",
-              jobs: int = 1, slurm: dict | None = None, project: Path | None = None, log=print) -> Path:
-    """Execute the tier's notebooks (all, or ``only``) and write the report; return its path."""
+              jobs: int = 1, slurm: dict | None = None, project: Path | None = None, log=print,
+              records_only: bool = False, measure: bool = True) -> tuple[Path, list[dict]]:
+    """Execute the tier's notebooks (all, or ``only``) and write the report; return its path and the
+    notebooks' statuses. First the plan: what each notebook reuses, re-renders from records and trains, with
+    the time that takes here. ``records_only``: train nothing (``python -m memlib render``)."""
     if tier not in TIERS:
         raise ConfigError(f"unknown tier {tier!r}; choose one of: {', '.join(TIERS)}")
     project = project or project_root()
@@ -130,24 +245,44 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
             raise ConfigError(f"no notebook with {tier} parameters named {', '.join(unknown)}; "
                               f"have: {', '.join(names)}")
         names = [n for n in names if n in only]
-    for name in names:  # every parameter file is checked before any notebook runs
-        load_params(project, name, tier)
-    log(f"reproduce --tier {tier}: {len(names)} notebook(s) with the {executor} executor")
-    statuses = []
+    params = {name: load_params(project, name, tier) for name in names}  # all checked before anything runs
+    plans = [plan_notebook(project, tier, name, records_only) for name in names]
+    factor = speed_factor(project, log) if measure and any(p.to_train() for p in plans) else None
+    what = "re-render from records (nothing is trained)" if records_only else "reproduce"
+    log(f"{what} --tier {tier}: {len(names)} notebook(s) with the {executor} executor. The plan:")
+    for line in describe(plans, factor, max(int(params[p.name].get("jobs", 1)) for p in plans) if plans else 1):
+        log(line)
+    weights = {p.name: estimate(p, factor, int(params[p.name].get("jobs", 1))) or 60.0 for p in plans}
+    bar = tqdm(total=round(sum(weights.values())), unit="s", desc=f"{tier} batch", disable=not names,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}]")
+
+    def done(status: dict) -> None:
+        bar.update(round(weights[status["notebook"]]))
+        bar.write(_status_line(status))
+
     if executor == "inline":
-        for i, name in enumerate(names, 1):
-            log(f"[{i}/{len(names)}] {name} ...")
-            statuses.append(execute(str(project), name, tier, force))
-            log(_status_line(statuses[-1]))
+        statuses = []
+        for name in names:
+            statuses.append(execute(str(project), name, tier, force, records_only))
+            done(statuses[-1])
     else:
-        statuses = _submit(project, names, tier, force, executor, jobs, slurm or {}, log)
+        statuses = _submit(project, names, tier, force, records_only, executor, jobs, slurm or {}, done)
+    bar.close()
     report = write_report(project, tier)
     failed = [s["notebook"] for s in statuses if not s["ok"]]
     log(f"report: {report}" + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
-    return report
+    for s in statuses:
+        if s.get("stopped_for_weights") or s.get("weights_missing"):
+            log(f"  {s['notebook']}: " + (f"rendered up to {s['stopped_for_weights'].split(':')[0]}, which needs "
+                                          "weights; " if s.get("stopped_for_weights") else "") +
+                f"needs the weights of {', '.join(Path(r).name for r in s.get('weights_missing', [])) or 'a record'}"
+                f" (`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them); its tables "
+                f"are rebuilt from records, the figures it could not draw and its executed notebook are kept as "
+                f"committed (this render's notebook: outputs/{tier}/.render/notebooks/{s['notebook']}.ipynb)")
+    return report, statuses
 
 
-def _submit(project, names, tier, force, executor, jobs, slurm, log) -> list[dict]:
+def _submit(project, names, tier, force, records_only, executor, jobs, slurm, done) -> list[dict]:
     import submitit
 
     folder = project / "outputs" / tier / ".submitit"
@@ -162,23 +297,21 @@ def _submit(project, names, tier, force, executor, jobs, slurm, log) -> list[dic
         jobs = len(names)  # the scheduler queues them
     else:
         raise ConfigError(f"unknown executor {executor!r}; choose local, slurm or inline")
-    statuses, pending = [], list(enumerate(names, 1))
+    statuses, pending = [], list(names)
     while pending:
         wave, pending = pending[:jobs], pending[jobs:]
-        submitted = []
-        for i, name in wave:
-            job = ex.submit(execute, str(project), name, tier, force)
-            log(f"[{i}/{len(names)}] {name}: job {job.job_id}")
-            submitted.append((name, job))
+        submitted = [(name, ex.submit(execute, str(project), name, tier, force, records_only)) for name in wave]
         for name, job in submitted:
             try:
                 status = job.result()
             except Exception as exc:  # the job itself died (killed, out of memory, scheduler error)
                 status = {"notebook": name, "tier": tier, "ok": False, "seconds": 0.0,
                           "error": f"job failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"}
+                earlier = _read_json(project / "outputs" / tier / "status" / f"{name}.json")
+                status["last_good"] = earlier.get("last_good")
                 atomic_write_json(project / "outputs" / tier / "status" / f"{name}.json", status)
             statuses.append(status)
-            log(_status_line(status))
+            done(status)
     return statuses
 
 
@@ -193,45 +326,45 @@ def _now() -> str:
 
 def _training_minutes(project: Path, manifest: dict) -> float:
     """Sum of the per-epoch times of a notebook's runs (what training them cost, whenever it happened)."""
-    total = 0.0
-    for run in manifest.get("runs", []):
-        path = project / run / "metrics.jsonl"
-        if path.is_file():
-            total += sum(json.loads(line).get("time", 0) for line in path.read_text().splitlines() if line.strip())
-    return total / 60
+    return sum(m.get("time", 0) for run in manifest.get("runs", []) for m in read_metrics(project / run)) / 60
 
 
 def write_report(project: Path, tier: str) -> Path:
-    """``outputs/<tier>/REPORT.md``: every notebook's status and time, every table inline, every figure."""
+    """``outputs/<tier>/REPORT.md``: every notebook's status, every table inline, every figure. It holds no
+    dates or execution times of successful notebooks (those are in ``status/``), so re-rendering unchanged
+    results rewrites nothing; a failed notebook is shown with its error beside its last good results."""
     out = project / "outputs" / tier
     lines = [f"# Reproduction report — `{tier}` tier", "",
-             f"Written {_now()} by `python -m memlib reproduce --tier {tier}`. Tables are built from the runs' "
-             f"metric files (`runs/*/metrics.jsonl`, `eval.json`); each names its data source.", ""]
-    statuses = {p.stem: json.loads(p.read_text()) for p in sorted((out / "status").glob("*.json"))}
-    manifests = {p.stem: json.loads(p.read_text()) for p in sorted((out / "manifest").glob("*.json"))}
+             f"Written by `python -m memlib reproduce --tier {tier}`. Tables are built from the runs' metric files "
+             f"(`runs/*/metrics.jsonl`, `eval.json`); each names its data source. Execution times are in "
+             f"`status/`.", ""]
+    statuses = {p.stem: _read_json(p) for p in sorted((out / "status").glob("*.json"))}
+    manifests = {p.stem: _read_json(p) for p in sorted((out / "manifest").glob("*.json"))}
     sources = set()
     for manifest in manifests.values():
         for run in manifest.get("runs", []):
-            cfg = project / run / "config.json"
-            if cfg.is_file():
-                sources.add(json.loads(cfg.read_text())["data_source"])
-    total = sum(s.get("seconds", 0) for s in statuses.values())
+            source = _read_json(project / run / "config.json").get("data_source")
+            if source:
+                sources.add(source)
     train_time = {name: _training_minutes(project, m) for name, m in manifests.items()}
-    lines += [f"Data: {', '.join(sorted(sources)) or 'none recorded'}. Last execution of the notebooks: "
-              f"{total / 60:.1f} min; training of all their runs (reused runs were trained earlier): "
+    lines += [f"Data: {', '.join(sorted(sources)) or 'none recorded'}. Training of all the notebooks' runs: "
               f"{sum(train_time.values()):.1f} min of run time.", "",
-              "| Notebook | Status | Last execution | Runs (training time) | Tables | Figures |",
-              "|---|---|---|---|---|---|"]
-    for name, s in statuses.items():
-        m = manifests.get(name, {})
-        state = "ok" if s["ok"] else f"**FAILED** — {s['error']}"
-        lines.append(f"| [{name}](notebooks/{name}.ipynb) | {state} | {s.get('seconds', 0) / 60:.1f} min | "
+              "| Notebook | Status | Runs (training time) | Tables | Figures |",
+              "|---|---|---|---|---|"]
+    for name in sorted(set(statuses) | set(manifests)):
+        s, m = statuses.get(name, {}), manifests.get(name, {})
+        state = "ok" if s.get("ok") else f"**FAILED** — {s.get('error')}" if s else "not executed"
+        lines.append(f"| [{name}](notebooks/{name}.ipynb) | {state} | "
                      f"{len(m.get('runs', []))} ({train_time.get(name, 0):.1f} min) | {len(m.get('tables', []))} | "
                      f"{len(m.get('figures', []))} |")
     for name, m in manifests.items():
         lines += ["", f"## {name}", ""]
-        if name in statuses and not statuses[name]["ok"]:
-            lines += [f"> Failed: {statuses[name]['error']}", ""]
+        s = statuses.get(name, {})
+        if s and not s.get("ok"):
+            good = s.get("last_good")
+            lines += [f"> **Failed** on {s.get('started', '?')}: {s.get('error')}. " +
+                      (f"The tables and figures below are the last good ones, of {good}." if good else
+                       "No earlier good execution: what is below may be missing or incomplete."), ""]
         for t in m.get("tables", []):
             md = out / t["md"]
             lines += [md.read_text() if md.is_file() else f"(missing {t['md']})", ""]

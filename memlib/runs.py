@@ -11,11 +11,18 @@ is computed, plus the resolved data source). It holds:
 * ``final.pt``      weights after the last epoch
 * ``status.json``   ``{"finished": true, ...}`` once the run is complete
 * ``eval.json``     results of ``memlib evaluate``
+
+A folder whose ``status.json`` says finished but that lacks ``best.pt`` or ``final.pt`` is a *record*: its
+metrics and cached analyses are there (the committed quick tier ships them without weights), so tables and
+figures can be rebuilt from it, but anything that needs its weights must first train it again
+(``ensure_weights``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -24,8 +31,8 @@ import torch
 import torch.nn as nn
 
 from memlib import __version__
-from memlib.config import ConfigError, RunConfig
-from memlib.data import NUM_CLASSES, resolve_source, source_label
+from memlib.config import ConfigError, MemlibError, RunConfig
+from memlib.data import NUM_CLASSES, DataError, data_digest, resolve_source, source_label
 from memlib.models import build_model
 
 # Per-channel statistics used only when ``normalize: true`` (the authors feed raw [0, 1] pixels).
@@ -91,10 +98,23 @@ def uses_channels_last(cfg: RunConfig, device: torch.device | str) -> bool:
     2 cores, see benchmarks/README.md) it pays with one thread per process (as ``train_many`` workers use),
     and with several threads when the attack's BatchNorm is folded (``fold_bn``: 1.26x NCHW's PGD-AT step
     with two threads); eval-mode BatchNorm in channels_last is what is slow with several threads, so without
-    folding a multi-threaded CPU process keeps NCHW."""
+    folding a multi-threaded CPU process keeps NCHW. Models with fewer than 8 channels in a convolution (the
+    smoke tier's width 0.0625) keep NCHW on a CPU: torch 2.14's CPU backward of a strided 1x1 convolution
+    from 4 channels in channels_last crashes the process (a double free)."""
     if torch.device(device).type == "cuda":
         return cfg.channels_last
-    return cfg.channels_last and (torch.get_num_threads() == 1 or cfg.fold_bn)
+    return (cfg.channels_last and (torch.get_num_threads() == 1 or cfg.fold_bn)
+            and _narrowest_conv(cfg.model, cfg.width, cfg.dataset) >= 8)
+
+
+@functools.lru_cache(maxsize=32)
+def _narrowest_conv(model: str, width: float, dataset: str) -> int:
+    """The fewest input channels of any convolution after the first (which sees the 3 image channels). The
+    model is built under a forked RNG: asking must not move the random stream that initializes the run."""
+    with torch.random.fork_rng(devices=[]):
+        convs = [m for m in build_model(model, num_classes=NUM_CLASSES[dataset], width=width).modules()
+                 if isinstance(m, nn.Conv2d)]
+    return min((m.in_channels for m in convs[1:]), default=64)
 
 
 def uses_amp(cfg: RunConfig, device: torch.device | str) -> bool:
@@ -143,15 +163,120 @@ def run_record(cfg: RunConfig, run_id: str, source: str, device: torch.device) -
 
 def read_run(run_dir: str | Path) -> tuple[RunConfig, dict]:
     """The config and record of an existing run directory."""
+    record = read_record(run_dir)
+    return RunConfig.from_dict(_local(record["config"], Path(run_dir))), record
+
+
+def read_record(run_dir: str | Path) -> dict:
+    """A run's ``config.json`` as a dict, with one-line errors for a missing, unreadable or damaged file."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a memlib run directory (no config.json)")
-    record = json.loads(path.read_text())
-    return RunConfig.from_dict(_local(record["config"], Path(run_dir))), record
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0]}); delete it and "
+                          f"train the run again with the same config (it is rewritten, training resumes from "
+                          f"last.pt)") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict) or "run_id" not in record:
+        raise ConfigError(f"{path} is not a memlib run record; delete it and train the run again with the same "
+                          f"config (it is rewritten, training resumes from last.pt)")
+    return record
+
+
+def check_data(run_dir: str | Path, cfg: RunConfig, record: dict | None = None) -> str | None:
+    """Check that the data ``cfg`` resolves to now is the data the run in ``run_dir`` was trained on: the same
+    source (e.g. ``imagefolder:cifar10-jpeg``) and, where the record has one, the same ``data_digest`` (by
+    content, so another data set in a folder of the same name is caught). Records from before digests existed
+    are accepted. Returns the current digest (None when the data is not there to be digested yet)."""
+    run_dir = Path(run_dir)
+    record = read_record(run_dir) if record is None else record
+    source = run_dir_for(cfg)[2]
+    if source != record.get("data_source"):
+        raise DataError(f"run {run_dir.name} was trained on {record.get('data_source')} but the data now resolves "
+                        f"to {source}; make the same data available (data_source/data_path)")
+    current, recorded = data_digest(cfg), record.get("data_digest")
+    if recorded and current and current != recorded:
+        kind, path = resolve_source(cfg)
+        raise DataError(f"run {run_dir.name} was trained on data with digest {recorded}, but {source} at {path} now "
+                        f"has digest {current} (other files under the same folder name); put that data back, give "
+                        f"the new data a folder of another name, or retrain this run on it with --force")
+    return current
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}); restore it (git checkout, for a committed "
+                          f"run) or delete the run folder to train it again") from None
+
+
+# --- the state of a run folder: finished with weights, record, stopped, missing ---------------------------
+
+WEIGHTS = ("best.pt", "final.pt")
+RUN_FILES = ("config.json", "labels.npz", "metrics.jsonl", "last.pt", *WEIGHTS, "status.json")  # training's own
+
+
+class WeightsUnavailable(MemlibError):
+    """A run is a record (metrics without weights) and its weights are needed but may not be trained here."""
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether the run's ``status.json`` says finished (a damaged one does not: the run resumes from
+    ``last.pt``, ends at once and writes it again)."""
+    try:
+        return bool(json.loads((Path(run_dir) / "status.json").read_text()).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_state(run_dir: str | Path) -> tuple[str, int]:
+    """(state, epochs done) of a run folder. ``finished``: complete, with ``best.pt`` and ``final.pt``;
+    ``record``: complete records without those weights; ``stopped``: some epochs done, resumable;
+    ``missing``: nothing yet."""
+    run_dir = Path(run_dir)
+    done = len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
+    if is_finished(run_dir):
+        return ("finished" if all((run_dir / w).is_file() for w in WEIGHTS) else "record"), done
+    return ("stopped" if done else "missing"), done
+
+
+def records_only() -> bool:
+    """True when this process may only read records, never train (``python -m memlib render``, or the
+    environment variable ``MEMLIB_RECORDS_ONLY=1``, which notebook kernels inherit)."""
+    return os.environ.get("MEMLIB_RECORDS_ONLY", "") not in ("", "0")
+
+
+_retrain = None  # set by memlib.train (a higher layer): how a record's weights are trained again
+_weights_listeners: list = []  # called with each run folder whose weights are asked for (report.Outputs)
+
+
+def set_retrainer(fn) -> None:
+    global _retrain
+    _retrain = fn
+
+
+def on_weights_needed(fn) -> None:
+    _weights_listeners.append(fn)
+
+
+def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None:
+    """Make sure checkpoint ``which`` (best, final or a snapshot ``epoch_NNN``) of a finished run is on disk: a
+    record is trained again (resumably; its metrics are compared with the record's), unless only records may
+    be read, which raises ``WeightsUnavailable`` with the command that trains it. Runs that are not finished
+    are left to ``load_checkpoint``'s own error."""
+    run_dir = Path(run_dir)
+    for fn in _weights_listeners:
+        fn(run_dir)
+    retraining = (run_dir / "record" / "status.json").is_file()  # a record whose retraining was interrupted
+    if (run_dir / f"{which}.pt").is_file() or not (is_finished(run_dir) or retraining):
+        return
+    if records_only() or _retrain is None:
+        raise WeightsUnavailable(f"the weights of run {run_dir.name} ({which}.pt) are not on this machine "
+                                 f"(committed runs carry records, not weights); `python -m memlib reproduce "
+                                 f"--tier <tier>` trains them")
+    _retrain(run_dir, log=log)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,15 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
-from memlib.config import MemlibError, RunConfig
-from memlib.data import Loader, balanced_subset, prepare_data
+from memlib.config import ConfigError, MemlibError, RunConfig
+from memlib.data import Loader, balanced_subset, data_digest, prepare_data
 from memlib.evaluate import load_weights, predict
-from memlib.io import atomic_save_npz, atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from memlib.io import (CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                       load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context
-from memlib.runs import make_model, read_metrics, run_dir_for, run_record, select_device, uses_amp, uses_channels_last
+from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_finished, make_model,
+                         read_metrics, read_run, records_only, run_dir_for, run_record, select_device, set_retrainer,
+                         uses_amp, uses_channels_last)
 
 CHECKPOINT_FORMAT = "memlib-checkpoint-1"
 
@@ -126,22 +130,39 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
     log = log or (lambda msg: tqdm.write(msg))
     device = select_device(cfg.device)
     run_dir, run_id, source = run_dir_for(cfg)
+    for key in ("out_dir", "data_dir"):
+        if Path(getattr(cfg, key)).exists() and not Path(getattr(cfg, key)).is_dir():
+            raise ConfigError(f"{key} {getattr(cfg, key)} is a file, not a folder; set {key} to a folder")
     status_path = run_dir / "status.json"
     if force and run_dir.exists():
-        for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
-            if path.is_file() and path.name != ".lock":
-                path.unlink()
-    if status_path.is_file() and json.loads(status_path.read_text()).get("finished"):
+        with _lock(run_dir):  # before anything is deleted: a run another process is training keeps its files
+            for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
+                if path.is_file() and path.name != ".lock":
+                    path.unlink()
+    if is_finished(run_dir):
+        check_data(run_dir, cfg)  # a finished run of other data under the same folder name is not reused
         log(f"reusing finished run {run_dir.name} (force=True to train again)")
-        return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
+        try:
+            metrics = read_metrics(run_dir)
+        except ValueError:  # a damaged line; last.pt holds the whole history
+            raise MemlibError(f"{run_dir / 'metrics.jsonl'} is damaged; delete {status_path} and run the same command "
+                              f"again (it is rewritten from last.pt)") from None
+        return RunResult(run_dir, metrics, True, reused=True)
+    if records_only():
+        raise WeightsUnavailable(f"run {run_dir.name} is not finished and only records may be read here; "
+                                 f"`python -m memlib reproduce --tier <tier>` trains it")
     for key in ("init_from", "kd_teacher", "kd_std_teacher"):
+        if getattr(cfg, key) and (Path(getattr(cfg, key)).parent / "config.json").is_file():
+            ensure_weights(Path(getattr(cfg, key)).parent, Path(getattr(cfg, key)).stem, log=log)  # a record's
         if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
             raise MemlibError(f"{key}: no checkpoint at {getattr(cfg, key)}")
     data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)  # one process per run at a time
     try:
-        atomic_write_json(run_dir / "config.json", run_record(cfg, run_id, source, device))
+        resumes = (run_dir / "last.pt").exists() and (run_dir / "config.json").exists()
+        digest = check_data(run_dir, cfg) if resumes else data_digest(cfg)  # checked before anything is written
+        atomic_write_json(run_dir / "config.json", {**run_record(cfg, run_id, source, device), "data_digest": digest})
         atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
                         labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
                         test_ids=data.test_ids.numpy())
@@ -170,6 +191,10 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         last_path = run_dir / "last.pt"
         if last_path.exists():
             state = load_checkpoint(last_path, expect_run_id=run_id)
+            bad = _nonfinite({k: state[k] for k in ("model", "optimizer", "peer", "swa") if k in state})
+            if bad is not None:  # written before checkpoints were checked: resuming would diverge at once
+                raise CheckpointError(f"{last_path} holds non-finite values ({bad}) of a diverged run; delete it "
+                                      f"to train from the start")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             soft_labels.copy_(state["soft_labels"])
@@ -195,7 +220,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
                        memory_format=fmt, fold_bn=cfg.fold_bn)
         last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
-        bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch", disable=not cfg.progress)
+        bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch",
+                   disable=not _progress(cfg))
         for epoch in range(start, last_epoch + 1):
             t0 = time.time()
             lr = lr_at(cfg, epoch)
@@ -261,6 +287,12 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
     return RunResult(run_dir, history, finished)
 
 
+def _progress(cfg: RunConfig) -> bool:
+    """Progress bars: the config's ``progress``, unless ``TQDM_DISABLE`` is set (the batch sets it in the kernels
+    of the notebooks it executes, whose saved outputs should not hold bars and timings)."""
+    return cfg.progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
+
+
 def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
     """Where ``snapshot_epochs`` keeps the weights after ``epoch`` (0: the initialization)."""
     return Path(run_dir) / f"epoch_{epoch:03d}.pt"
@@ -292,7 +324,7 @@ def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graph
     pending = None  # (batch number, loss) of the last replay, checked once the next batch is on its way
     n = 0
     for b, (x, y, idx) in enumerate(tqdm(loader, desc=f"epoch {ctx.epoch}", leave=False,
-                                         disable=not ctx.cfg.progress), 1):
+                                         disable=not _progress(ctx.cfg)), 1):
         if graphed is not None and len(y) == loader.batch_size:
             loss, correct, sq = graphed(x, y, idx, b)
             if pending is not None:
@@ -307,6 +339,11 @@ def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graph
         n += len(y)
     if pending is not None:
         _check_finite(*pending)
+    peer = {"peer": ctx.peer.state_dict()} if ctx.peer is not None else {}
+    bad = _nonfinite({"model": model.state_dict(), "optimizer": optimizer.state_dict()["state"],
+                      "soft_labels": ctx.soft_labels, **peer})
+    if bad is not None:  # a finite loss whose step (or forward, for BatchNorm statistics) left NaN or inf behind
+        raise TrainingDiverged(f"non-finite weights or buffers ({bad})", "after its last batch")
     return {"train_loss": float(sums["loss"]) / n, "train_batch_acc": float(sums["correct"]) / n,
             "grad_norm": float(sums["grad_norm"]) / len(loader),
             "grad_sq_norm": float(sums["grad_sq_norm"]) / len(loader)}
@@ -315,6 +352,28 @@ def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graph
 def _check_finite(batch: int, loss: torch.Tensor) -> None:
     if not torch.isfinite(loss).item():
         raise TrainingDiverged(f"non-finite loss ({loss.item()})", f"batch {batch}")
+
+
+def _nonfinite(tensors) -> str | None:
+    """The name of the first floating tensor in ``tensors`` (nested dicts and lists) holding a NaN or an
+    infinity, None when all are finite: no checkpoint may keep a diverged model (inf BatchNorm statistics
+    included), or its "last good checkpoint" would diverge again at once."""
+    flat = list(_floats(tensors, ""))
+    if not flat or torch.stack([t.isfinite().all().cpu() for _, t in flat]).all().item():
+        return None
+    return next(name for name, t in flat if not t.isfinite().all().item())
+
+
+def _floats(obj, prefix: str):
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point():
+            yield prefix, obj.detach()
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _floats(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _floats(value, f"{prefix}[{i}]")
 
 
 def train_step(model, optimizer, method, ctx: Context, amp: bool, x, y, idx, batch: int | None = None):
@@ -444,9 +503,57 @@ def train_many(cfgs: list[RunConfig], *, jobs: int = 1, force: bool = False, log
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(_train_worker, cfg.to_dict(), force): rid for rid, cfg in unique.items()}
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time",
-                               unit="run", disable=not next(iter(unique.values())).progress):
+                               unit="run", disable=not _progress(next(iter(unique.values())))):
                 result = future.result()
                 done[futures[future]] = result
                 log(f"{'reused' if result.reused else 'finished'} {result.run_dir.name}")
     return [done[run_dir_for(cfg)[1]] for cfg in cfgs]
 
+
+
+_TIMING_KEYS = ("time", "time_train", "time_eval")
+RECORD_FILES = ("config.json", "metrics.jsonl", "status.json")  # what a record's retraining rewrites
+
+
+def _untimed(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in _TIMING_KEYS} for m in metrics]
+
+
+def retrain_record(run_dir: str | Path, log=None) -> RunResult:
+    """Train a record (finished metrics, no weights) again in its own folder, resumably, to get its weights.
+    The record's ``config.json``, ``metrics.jsonl`` and ``status.json`` are kept aside in ``record/`` while it
+    trains. If the new metrics equal the record's (timings aside: same code, same data, deterministic on a CPU),
+    the record's files are put back, so its committed bytes and cached analyses stay valid; otherwise the cached
+    analyses of the old weights (``eval.json`` and the rest) are deleted, to be computed again on the new ones,
+    and the new record (config, metrics, status) stands."""
+    log = log or (lambda msg: tqdm.write(msg))
+    run_dir = Path(run_dir)
+    cfg, _ = read_run(run_dir)
+    kept = run_dir / "record"
+    kept.mkdir(exist_ok=True)
+    for name in RECORD_FILES:  # a second call (after an interruption) keeps the first copy
+        if (run_dir / name).is_file() and not (kept / name).is_file():
+            atomic_write_bytes(kept / name, (run_dir / name).read_bytes())
+    (run_dir / "status.json").unlink(missing_ok=True)
+    log(f"{run_dir.name} is a record without weights: training it again ({cfg.epochs} epochs)")
+    result = train(cfg, log=log)
+    if not result.finished:
+        return result
+    old = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    if _untimed(old) == _untimed(result.metrics):
+        for name in RECORD_FILES:
+            atomic_write_bytes(run_dir / name, (kept / name).read_bytes())
+        log(f"{run_dir.name}: trained again with the record's metrics exactly; its cached analyses stay")
+    else:
+        for path in run_dir.iterdir():
+            if path.is_file() and path.name not in RUN_FILES and not path.name.startswith(("epoch_", ".")):
+                path.unlink()
+        log(f"{run_dir.name}: trained again, but its metrics differ from the record's (another torch or machine); "
+            f"its cached analyses were deleted and will be computed on the new weights")
+    for path in kept.iterdir():
+        path.unlink()
+    kept.rmdir()
+    return result
+
+
+set_retrainer(retrain_record)

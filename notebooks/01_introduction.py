@@ -46,6 +46,11 @@ paper_setting: str = ("Paper (Sec. 5, Table 1): ResNet-18 at full width, all 50,
                       "crop + flip), PGD-10 robust accuracy on all 10,000 test images.")
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "01_introduction")
+
+# %%
 import inspect
 
 import matplotlib.pyplot as plt

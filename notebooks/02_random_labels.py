@@ -59,6 +59,11 @@ variants: dict = {}
 paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "02_random_labels")
+
+# %%
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 

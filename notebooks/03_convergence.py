@@ -66,6 +66,11 @@ variants: dict = {}  # App. A.2: name -> RunConfig changes of PGD-AT on random l
 paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "03_convergence")
+
+# %%
 from functools import cache
 
 import matplotlib.pyplot as plt

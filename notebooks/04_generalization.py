@@ -81,6 +81,11 @@ paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200
                       "Fig. 6: the 12 TRADES models of Table A.1.")
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "04_generalization")
+
+# %%
 import time
 
 import matplotlib.pyplot as plt

@@ -92,6 +92,11 @@ paper_setting: str = ("Paper (Sec. 4.1, App. C.1): ResNet-18 (Fig. C.2: WRN-28-1
                       "losses of all training images.")
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "05_robust_overfitting")
+
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 import torch

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -86,6 +88,11 @@ eval_n: int = 50  # class-balanced test images for Table 1 (0: the whole test se
 paper_setting: str = ("Paper (Sec. 5): ResNet-18, all training images, PGD-10 (step 2/255), 200 epochs, lr 0.1 "
                       "/10 at epochs 100 and 150, TE ramp over epochs 90-150 (SVHN: 80 epochs, lr 0.01 cosine, no "
                       "augmentation, ramp not given), evaluated on the whole test set.")
+
+# %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "06_mitigation")
 
 # %%
 import matplotlib.pyplot as plt

@@ -125,6 +125,11 @@ paper_setting: str = ("Paper: ResNet-18 (C.1: also WRN-34-10, VGG-16), all train
                       "200 epochs, lr 0.1 /10 at epochs 100 and 150, evaluated on the whole test set.")
 
 # %%
+# Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
+from memlib.config import check_notebook_parameters
+check_notebook_parameters(globals(), "07_baselines")
+
+# %%
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from matplotlib.ticker import MaxNLocator

@@ -74,7 +74,7 @@ def _tiny_project(tmp_path: Path, cells: list[str]) -> Path:
 
 def test_batch_reports_a_failing_notebook_and_runs_the_rest(tmp_path):
     project = _tiny_project(tmp_path, ["assert value, 'value must not be zero'", "print(10 // value)"])
-    report = run_batch("smoke", executor="local", project=project, log=lambda m: None)  # submitit's local executor
+    report, _ = run_batch("smoke", executor="local", project=project, log=lambda m: None)  # submitit's local executor
     text = report.read_text()
     status = {p.stem: json.loads(p.read_text()) for p in (project / "outputs/smoke/status").glob("*.json")}
     assert status["good"]["ok"] and not status["bad"]["ok"]
@@ -96,7 +96,7 @@ def test_unknown_notebook_parameter_is_rejected_before_running(tmp_path):
 
 def test_smoke_tier_writes_every_promised_table_and_figure():
     """CI's end-to-end check: every notebook, smoke parameters, papermill, REPORT.md."""
-    report = run_batch("smoke", executor="inline", project=ROOT, log=print)
+    report, _ = run_batch("smoke", executor="inline", project=ROOT, log=print)
     out = ROOT / "outputs" / "smoke"
     text = report.read_text()
     for name in NOTEBOOKS:
@@ -116,6 +116,67 @@ def test_smoke_tier_writes_every_promised_table_and_figure():
     # what the batch writes (and the quick tier commits) carries no paths of this machine
     for path in list((out / "notebooks").glob("*.ipynb")) + list((out / "runs").glob("*/config.json")):
         assert str(ROOT) not in path.read_text(), path
+
+    # Executed again with every run and analysis reused, the batch rewrites no byte of what it wrote (figures,
+    # tables, manifests, executed notebooks, REPORT.md, run records); only the status files hold timings.
+    before = _snapshot(out)
+    _, statuses = run_batch("smoke", executor="inline", project=ROOT, log=print)
+    assert all(s["ok"] for s in statuses)
+    after = _snapshot(out)
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"re-executing unchanged results changed: {changed}"
+
+
+def _snapshot(out: Path) -> dict:
+    """Every file the batch keeps under ``out`` (status files and scratch folders aside), by content."""
+    skip = ("status", ".staging", ".failed", ".render", ".submitit")
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.relative_to(out).parts[0] not in skip and not p.name.endswith((".pt", ".lock"))}
+
+
+def _figure_project(tmp_path: Path) -> Path:
+    """A project with one notebook that writes a figure and a file through memlib's Outputs, then checks its
+    parameter ``value`` (0 fails, after the figure is drawn)."""
+    project = _tiny_project(tmp_path, [
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nfrom memlib.report import Outputs\n"
+        "out = Outputs(tier, 'good')\nfig, ax = plt.subplots()\nax.plot([1, 2, value])\nax.set_title(str(value))\n"
+        "out.figure(fig, 'curve', caption=f'value {value}')",
+        "assert value, 'value must not be zero'",
+        "print(10 // value)"])
+    (project / "notebooks" / "bad.ipynb").unlink()
+    return project
+
+
+def test_a_failing_notebook_keeps_the_last_good_outputs_and_the_batch_exits_nonzero(tmp_path, monkeypatch):
+    from memlib.__main__ import main
+
+    project = _figure_project(tmp_path)
+    monkeypatch.chdir(project)
+    assert main(["reproduce", "--tier", "smoke", "--executor", "inline"]) == 0
+    out = project / "outputs" / "smoke"
+    good = _snapshot(out)
+    assert "figures/curve.png" in good and "notebooks/good.ipynb" in good and "manifest/good.json" in good
+    assert "figures/curve.pdf" in good and b"CreationDate" not in good["figures/curve.pdf"]
+    nb = good["notebooks/good.ipynb"].decode()
+    assert "start_time" not in nb and "iopub" not in nb and "duration" not in nb  # timings are in status/ only
+
+    assert main(["reproduce", "--tier", "smoke", "--executor", "inline"]) == 0  # same inputs: the same bytes
+    assert _snapshot(out) == good
+
+    (project / "params" / "good" / "smoke.yaml").write_text("value: 0\n")  # now it fails after drawing
+    assert main(["reproduce", "--tier", "smoke", "--executor", "inline"]) == 1
+    kept = {k: v for k, v in _snapshot(out).items() if k != "REPORT.md"}  # the report shows the failure
+    assert kept == {k: v for k, v in good.items() if k != "REPORT.md"}  # the last good figure, notebook, manifest
+    status = json.loads((out / "status" / "good.json").read_text())
+    assert not status["ok"] and status["last_good"] and "value must not be zero" in status["error"]
+    report = (out / "REPORT.md").read_text()
+    assert "**FAILED**" in report and "value must not be zero" in report and status["last_good"] in report
+    assert "![curve](figures/curve.png)" in report  # shown beside the failure
+    assert (out / ".failed" / "good" / "good.ipynb").is_file()  # what the failed execution wrote, to look at
+
+    (project / "params" / "good" / "smoke.yaml").write_text("value: 5\n")
+    assert main(["reproduce", "--tier", "smoke", "--executor", "inline"]) == 0
+    assert _snapshot(out)["figures/curve.png"] != good["figures/curve.png"]  # success replaces them
 
 
 def test_committed_quick_tables_rebuild_from_their_run_files():

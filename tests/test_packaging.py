@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,9 +42,71 @@ def test_environment_and_pyproject_agree():
         assert needed in pip
 
 
+# Import names whose distribution is named otherwise, for when the distribution is not installed here (the test
+# then still names what to declare); installed ones are looked up in their metadata.
+MODULE_TO_DIST = {"PIL": "pillow", "yaml": "pyyaml", "IPython": "ipython", "autoattack": "pyautoattack",
+                  "pyautoattack": "pyautoattack", "sklearn": "scikit-learn"}
+
+
+def _third_party_imports(folder: str) -> dict[str, str]:
+    """Every top-level module imported anywhere under ``folder`` (at the top or inside a function), that is
+    neither the standard library nor memlib: {module: first file importing it}."""
+    found = {}
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                local = (path.parent / f"{top}.py").is_file()  # a module of the folder itself (tests' conftest)
+                if top not in sys.stdlib_module_names and top != "memlib" and not local:
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def _distribution(module: str) -> str:
+    """The distribution providing ``module``: the known renames, else the installed one, else its own name."""
+    if module in MODULE_TO_DIST:
+        return MODULE_TO_DIST[module]
+    installed = importlib.metadata.packages_distributions().get(module)
+    return (installed[0] if installed else module).lower().replace("_", "-")
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    main = {_name(d).replace("_", "-") for d in project["dependencies"]}
+    return main, main | {_name(d) for extra in project["optional-dependencies"].values() for d in extra}
+
+
+def test_every_imported_module_is_declared():
+    """What memlib, the notebooks and the benchmarks import is in the main dependencies (`pip install -e .` is
+    all the main command installs); what the tests import may come from an extra (`.[test]`)."""
+    main, every = _declared()
+    for folders, declared, how in ((("memlib", "notebooks", "benchmarks"), main, "dependencies"),
+                                   (("tests",), every, "dependencies or optional-dependencies")):
+        for folder in folders:
+            for module, where in _third_party_imports(folder).items():
+                dist = _distribution(module)
+                assert dist in declared, f"{where} imports {module} (distribution {dist}), not in pyproject's " \
+                                         f"{how}: declare it there and in environment.yml"
+
+
+def test_the_import_scan_sees_function_level_imports(tmp_path, monkeypatch):
+    """The scan finds an import inside a function, as memlib/reproduce.py's ``import submitit`` was."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("import os\n\ndef f():\n    import submitit\n    from yaml import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert _third_party_imports("pkg") == {"submitit": "pkg/m.py", "yaml": "pkg/m.py"}
+
+
 # memlib's layers: each module may import only modules of lower layers.
 LAYERS = {"config": 0, "io": 1, "paper": 1, "data": 2, "models": 2, "runs": 3, "attacks": 3, "methods": 4,
-          "evaluate": 5, "train": 6, "analysis": 7, "report": 8, "reproduce": 9, "__main__": 10}
+          "evaluate": 5, "train": 6, "analysis": 7, "report": 8, "plan": 9,
+          "reproduce": 10, "__main__": 11}
 
 
 def test_modules_import_only_lower_layers():

@@ -1,0 +1,111 @@
+"""Records (a finished run's metrics without its weights, as the quick tier is committed): recognized as such,
+rendered from without training, trained again only when their weights are needed, and then equal to the record."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import memlib.train  # noqa: F401  (registers the retrainer)
+from memlib.evaluate import evaluate_run, load_weights
+from memlib.plan import plan_notebook
+from memlib.runs import WeightsUnavailable, ensure_weights, run_state
+from memlib.train import train
+
+
+def _as_record(run_dir):
+    """What a fresh clone of the project holds for a finished run: everything but the weights."""
+    for name in ("best.pt", "final.pt", "last.pt"):
+        (run_dir / name).unlink()
+
+
+def test_run_states(tiny_cfg):
+    cfg = tiny_cfg(epochs=2)
+    result = train(cfg, until_epoch=1)
+    assert run_state(result.run_dir) == ("stopped", 1)
+    result = train(cfg)
+    assert run_state(result.run_dir) == ("finished", 2)
+    _as_record(result.run_dir)
+    assert run_state(result.run_dir) == ("record", 2)
+    shutil.rmtree(result.run_dir)
+    assert run_state(result.run_dir) == ("missing", 0)
+
+
+def test_a_record_is_reused_for_its_metrics_and_trained_again_for_its_weights(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(epochs=2)
+    run_dir = train(cfg).run_dir
+    evaluate_run(run_dir, ("natural",), log=lambda m: None)
+    record = {n: (run_dir / n).read_bytes() for n in ("config.json", "metrics.jsonl", "status.json", "eval.json")}
+    _as_record(run_dir)
+
+    again = train(cfg)  # a record is a finished run for its metrics: nothing is trained
+    assert again.reused and not (run_dir / "final.pt").exists()
+    cached = evaluate_run(run_dir, ("natural",), log=lambda m: None)  # cached results need no weights
+    assert not (run_dir / "final.pt").exists() and cached["final"]["natural"] >= 0
+
+    monkeypatch.setenv("MEMLIB_RECORDS_ONLY", "1")
+    with pytest.raises(WeightsUnavailable) as info:
+        load_weights(run_dir, "final")
+    assert "reproduce" in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.delenv("MEMLIB_RECORDS_ONLY")
+
+    model, state = load_weights(run_dir, "final")  # trained again, deterministic on a CPU
+    assert state["epoch"] == 2 and run_state(run_dir)[0] == "finished"
+    for name, data in record.items():  # equal metrics: the record's bytes and its cached analyses stay
+        assert (run_dir / name).read_bytes() == data, name
+    assert not (run_dir / "record").exists()
+
+
+def test_a_record_whose_retraining_differs_loses_its_cached_analyses(tiny_cfg):
+    cfg = tiny_cfg(epochs=1)
+    run_dir = train(cfg).run_dir
+    evaluate_run(run_dir, ("natural",), log=lambda m: None)
+    _as_record(run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    changed = {**json.loads(lines[0]), "train_loss": 99.0}  # as if trained by another torch
+    (run_dir / "metrics.jsonl").write_text(json.dumps(changed) + "\n")
+    ensure_weights(run_dir, "final", log=lambda m: None)
+    assert not (run_dir / "eval.json").exists()  # computed on weights that are gone
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["train_loss"] != 99.0
+
+
+def test_an_interrupted_retraining_resumes_and_still_compares_with_the_record(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(epochs=2)
+    run_dir = train(cfg).run_dir
+    record = (run_dir / "metrics.jsonl").read_bytes()
+    _as_record(run_dir)
+    real_train = memlib.train.train
+    monkeypatch.setattr(memlib.train, "train", lambda c, **kw: real_train(c, until_epoch=1, **kw))
+    ensure_weights(run_dir, "final", log=lambda m: None)  # stops after epoch 1, as if killed
+    assert run_state(run_dir) == ("stopped", 1) and (run_dir / "record" / "metrics.jsonl").read_bytes() == record
+    monkeypatch.setattr(memlib.train, "train", real_train)
+    ensure_weights(run_dir, "final", log=lambda m: None)
+    assert run_state(run_dir)[0] == "finished" and (run_dir / "metrics.jsonl").read_bytes() == record
+
+
+def test_records_only_never_trains(tiny_cfg, monkeypatch):
+    monkeypatch.setenv("MEMLIB_RECORDS_ONLY", "1")
+    with pytest.raises(WeightsUnavailable):
+        train(tiny_cfg(epochs=1))
+
+
+def test_the_plan_says_what_is_reused_rendered_and_trained(tiny_cfg, tmp_path):
+    project = tmp_path / "project"
+    runs = project / "outputs" / "smoke" / "runs"
+    a = train(tiny_cfg(epochs=1, out_dir=str(runs))).run_dir
+    b = train(tiny_cfg(epochs=1, seed=1, out_dir=str(runs))).run_dir
+    c = train(tiny_cfg(epochs=1, seed=2, out_dir=str(runs))).run_dir
+    _as_record(b)
+    _as_record(c)
+    rel = [str(p.relative_to(project)) for p in (a, b, c)]
+    manifest = {"notebook": "nb", "runs": rel, "weights": [rel[2]], "tables": [], "figures": []}
+    (project / "outputs" / "smoke" / "manifest").mkdir(parents=True)
+    (project / "outputs" / "smoke" / "manifest" / "nb.json").write_text(json.dumps(manifest))
+    plan = plan_notebook(project, "smoke", "nb")
+    assert [(r.state, r.action) for r in plan.runs] == [("finished", "reuse"), ("record", "render"),
+                                                        ("record", "train")]
+    assert plan.runs[2].recorded_seconds > 0
+    assert [r.action for r in plan_notebook(project, "smoke", "nb", records_only=True).runs][2] == "render"
+    assert not plan_notebook(project, "smoke", "other").known
