@@ -61,12 +61,21 @@ def _plan(args) -> int:
     import json
     from dataclasses import asdict
 
+    from memlib.config import ConfigError
     from memlib.plan import describe, plan_notebook, speed_factor
+    from memlib.report import TIERS
     from memlib.reproduce import notebooks
     from memlib.runs import project_root
 
     project = project_root()
-    names = [n.strip() for n in args.only.split(",")] if args.only else notebooks(project, args.tier)
+    if args.tier not in TIERS:
+        raise ConfigError(f"unknown tier {args.tier!r}; choose one of: {', '.join(TIERS)}")
+    names = notebooks(project, args.tier)
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    if set(only) - set(names):
+        raise ConfigError(f"no notebook with {args.tier} parameters named {', '.join(sorted(set(only) - set(names)))}; "
+                          f"have: {', '.join(names)}")
+    names = [n for n in names if n in only] if only else names
     plans = [plan_notebook(project, args.tier, name) for name in names]
     factor = speed_factor(project, log=lambda m: None) if any(p.to_train() for p in plans) else None
     if args.json:

@@ -81,18 +81,23 @@ def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pg
     check_data(run_dir, cfg, record)  # the same source, and the same files where the record has their digest
     dev = select_device(device)
     cache_path = run_dir / "eval.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    test = load_split(cfg, train=False)
-    ids = balanced_subset(test.labels, n, seed)
-    images, labels = test.images[ids].to(dev), test.labels[ids].to(dev)
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    except ValueError:
+        raise ConfigError(f"{cache_path} is damaged; delete it (its results are computed again)") from None
     fmt = torch.channels_last if uses_channels_last(cfg, dev) else torch.contiguous_format
     results: dict = {}
+    images = labels = None
     for which in checkpoints:
         keys = {spec: f"{which}|{spec}|n={n}|seed={seed}" for spec in attacks}
-        if not force and all(k in cache for k in keys.values()):  # cached: no weights needed (records suffice)
+        if not force and all(k in cache for k in keys.values()):  # cached: no weights or images needed
             results[which] = {"epoch": cache[next(iter(keys.values()))]["epoch"] if keys else None,
                               **{spec: cache[k]["acc"] for spec, k in keys.items()}}
             continue
+        if images is None:
+            test = load_split(cfg, train=False)
+            ids = balanced_subset(test.labels, n, seed)
+            images, labels = test.images[ids].to(dev), test.labels[ids].to(dev)
         model, state = load_weights(run_dir, which, dev)
         results[which] = {"epoch": state.get("epoch")}
         for spec in attacks:

@@ -1,7 +1,8 @@
 """What a batch will do before it does it: each notebook's runs, their state, and what training them costs here.
 
-The runs of a notebook are those its last execution used (``outputs/<tier>/manifest/<notebook>.json``: ``runs``,
-and ``weights``, the runs whose weights it loaded). For each run the plan says one of:
+The runs of a notebook are those its last execution used (``outputs/<tier>/manifest/<notebook>.json``), and
+the runs whose weights it loaded are in its status (``status/<notebook>.json``, or ``.render/status/`` for a
+render). For each run the plan says one of:
 
 * ``reuse``: finished, with its weights on this machine;
 * ``render``: a record (metrics and cached analyses, no weights) that the notebook rebuilds its tables from;
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memlib.config import MemlibError
 from memlib.runs import read_metrics, run_state
 
 REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # memlib's PGD-AT rate of the quick model, 1 thread
@@ -29,7 +31,7 @@ REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # memlib's PGD-
 @dataclass
 class RunPlan:
     path: str  # the run folder, relative to the project
-    state: str  # finished | record | stopped | missing (memlib.runs.run_state)
+    state: str  # finished | record | stopped | missing (memlib.runs.run_state), or damaged
     action: str  # reuse | render | train
     epochs_done: int = 0
     recorded_seconds: float | None = None  # training time in its records (None: nothing recorded)
@@ -53,14 +55,19 @@ def plan_notebook(project: Path, tier: str, name: str, records_only: bool = Fals
     nb = NotebookPlan(name, manifest_path.is_file(), last_seconds=_own_seconds(project, status, manifest))
     if not nb.known:
         return nb
-    needs_weights = set(manifest.get("weights", []))
+    # runs whose weights its last execution (or render) asked for
+    needs_weights = set(status.get("weights", [])) | set(_read_json(out / ".render" / "status" / f"{name}.json")
+                                                         .get("weights", []))
     for rel in manifest.get("runs", []):
         run_dir = project / rel
-        state, done = run_state(run_dir)
-        kept = run_dir / "record" / "metrics.jsonl"  # a record being trained again keeps its metrics there
-        metrics = read_metrics(kept.parent) if kept.is_file() else read_metrics(run_dir)
+        try:
+            state, done = run_state(run_dir)
+            metrics = read_metrics(run_dir)  # a record being trained again: the record's
+        except MemlibError:  # a damaged record: the notebook will say so; the plan goes on
+            nb.runs.append(RunPlan(rel, "damaged", "train"))
+            continue
         seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
-        if state == "stopped" and not kept.is_file() and metrics:  # the epochs still to go, at its own pace
+        if state == "stopped" and metrics:  # the epochs still to go, at its own pace
             epochs = _read_json(run_dir / "config.json").get("config", {}).get("epochs", len(metrics))
             seconds = seconds / len(metrics) * max(0, epochs - len(metrics))
         if state == "finished":
@@ -164,7 +171,7 @@ def describe(plans: list[NotebookPlan], factor: float | None, jobs: int = 2) -> 
                      f"estimated {_duration(secs)}")
         for r in by["train"]:
             why = {"record": "record without the weights it needs", "stopped": f"stopped after epoch "
-                   f"{r.epochs_done}, resumed", "missing": "not trained yet"}[r.state]
+                   f"{r.epochs_done}, resumed", "missing": "not trained yet", "damaged": "damaged record"}[r.state]
             cost = _duration(r.recorded_seconds * factor) if r.recorded_seconds is not None and factor else "unknown"
             lines.append(f"      train {Path(r.path).name} ({why}): about {cost} of one core")
     lines.append(f"  total: about {_duration(total)}" + (f", plus {', '.join(unknown)} (no estimate)" if unknown

@@ -22,6 +22,7 @@ from memlib.runs import on_weights_needed, project_root, read_metrics, read_run
 
 TIERS = NOTEBOOK_TIERS  # params/<notebook>/<tier>.yaml
 STAGE_VARIABLE = "MEMLIB_OUTPUTS_STAGE"
+WEIGHTS_FILE = "weights.json"  # in the staging folder: runs whose weights the execution asked for
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 
@@ -45,11 +46,13 @@ class Outputs:
             d.mkdir(parents=True, exist_ok=True)
         self._manifest_path = written / "manifest" / f"{notebook}.json"
         earlier_path = self.dir / "manifest" / f"{notebook}.json"
-        self.manifest = {"notebook": notebook, "tier": tier, "tables": [], "figures": [], "runs": [], "weights": []}
-        if earlier_path.is_file():  # keep the tables and figures earlier executions recorded; the runs (and
-            earlier = json.loads(earlier_path.read_text())  # runs whose weights are used) are this execution's
+        self.manifest = {"notebook": notebook, "tier": tier, "tables": [], "figures": [], "runs": []}
+        if earlier_path.is_file():  # keep the tables and figures earlier executions recorded; the runs are
+            earlier = json.loads(earlier_path.read_text())  # those this execution uses (add_run)
             self.manifest.update({k: earlier.get(k, []) for k in ("tables", "figures")})
         atomic_write_json(self._manifest_path, self.manifest)
+        # the runs whose weights this execution loads: under the batch, for its status (memlib.plan)
+        self._weights_path, self._weights = (Path(stage) / WEIGHTS_FILE if stage else None), []
         on_weights_needed(self._weights_needed)
 
     def run_config(self, **values) -> dict:
@@ -65,9 +68,10 @@ class Outputs:
     def _weights_needed(self, run_dir: Path) -> None:
         """Note a run whose weights this notebook uses (the plan then knows that its record is not enough)."""
         rel = os.path.relpath(run_dir, self.project)
-        if rel not in self.manifest["weights"]:
-            self.manifest["weights"] = sorted([*self.manifest["weights"], rel])
-            atomic_write_json(self._manifest_path, self.manifest)
+        if rel not in self._weights:
+            self._weights = sorted([*self._weights, rel])
+            if self._weights_path is not None:
+                atomic_write_json(self._weights_path, self._weights)
 
     def figure(self, fig, name: str, caption: str = "") -> Path:
         """Save a matplotlib figure as PNG and PDF under ``figures/``, without dates or versions in their

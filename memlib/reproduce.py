@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from memlib.config import ConfigError, RunConfig, read_yaml
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from memlib.plan import describe, estimate, plan_notebook, speed_factor
-from memlib.report import STAGE_VARIABLE, TIERS, rebuild_table
+from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
 from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
 
 
@@ -80,12 +80,10 @@ def execute(project: str, name: str, tier: str, force: bool = False, records_onl
 
     project = Path(project)
     out = project / "outputs" / tier
-    stage, failed = out / ".staging" / name, out / ".failed" / name
+    stage = out / ".staging" / name
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     params = {**load_params(project, name, tier), "tier": tier, "interactive": False, "force": force}
-    status_path = (out / ".render" if records_only else out) / "status" / f"{name}.json"
-    earlier = _read_json(out / "status" / f"{name}.json")
     status = {"notebook": name, "tier": tier, "ok": True, "error": None, "started": _now(),
               "records_only": records_only, "code_version": code_version()}  # memlib's checkout, as runs record it
     t0 = time.time()
@@ -107,34 +105,57 @@ def execute(project: str, name: str, tier: str, force: bool = False, records_onl
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     status["seconds"] = time.time() - t0
-    status["training_seconds"] = _training_seconds(project, stage, t0)
-    normalize_notebook(stage / f"{name}.ipynb", project)
-    stopped = records_only and not status["ok"] and f"{WeightsUnavailable.__name__}:" in status["error"]
-    if status["ok"] or stopped:
-        missing = _weights_missing(project, stage / "manifest" / f"{name}.json")
-        if stopped:  # from records alone it cannot go on: what it made up to there is good, the rest is kept
-            status.update(ok=True, stopped_for_weights=status.pop("error"), error=None)
-        else:
-            status["last_good"] = status["started"]
-        if missing:
-            status["weights_missing"] = missing
-        complete = not (stopped or missing)
-        _install(stage, out, name, whole=complete)
-        if not complete:  # the incomplete executed notebook is kept apart; the committed one stays
-            _install_file(stage / f"{name}.ipynb", out / ".render" / "notebooks" / f"{name}.ipynb")
-            _rebuild_tables(project, out, name)
-            _note_weights(out / "manifest" / f"{name}.json", stage / "manifest" / f"{name}.json")
-        shutil.rmtree(stage, ignore_errors=True)
-    else:
-        status["last_good"] = earlier.get("last_good") or (earlier.get("started") if earlier.get("ok") else None)
-        shutil.rmtree(failed, ignore_errors=True)
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        stage.rename(failed)
-    atomic_write_json(status_path, status)
+    try:
+        status["training_seconds"] = _training_seconds(project, stage, t0)
+        normalize_notebook(stage / f"{name}.ipynb", project)
+        _keep_good(project, out, name, stage, status, records_only)
+    except Exception as exc:  # e.g. a full disk while installing: a failure like any other, the stage is kept
+        status.update(ok=False, error=f"after the last cell: {type(exc).__name__}: {exc}".splitlines()[0])
+    if not status["ok"]:
+        _fail(out, name, status)
+    atomic_write_json(_status_path(out, name, records_only), status)
     return status
 
 
-def _read_json(path: Path) -> dict:
+def _status_path(out: Path, name: str, records_only: bool) -> Path:
+    """A render's status goes to ``.render/`` (the committed status is of the last execution that trained)."""
+    return (out / ".render" if records_only else out) / "status" / f"{name}.json"
+
+
+def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, records_only: bool) -> None:
+    """Install what a successful (or, rendering, a stopped-for-weights) execution wrote."""
+    stopped = records_only and not status["ok"] and f"{WeightsUnavailable.__name__}:" in status["error"]
+    if not (status["ok"] or stopped):
+        return
+    asked = _read_json_list(stage / WEIGHTS_FILE)
+    status["weights"] = asked
+    missing = [r for r in asked if run_state(project / r)[0] != "finished"]
+    if stopped:  # from records alone it cannot go on: what it made up to there is good, the rest is kept
+        status.update(ok=True, stopped_for_weights=status.pop("error"), error=None)
+    else:
+        status["last_good"] = status["started"]
+    if missing:
+        status["weights_missing"] = missing
+    complete = not (stopped or missing)
+    _install(stage, out, name, whole=complete)
+    if not complete:  # the incomplete executed notebook is kept apart; the committed one stays
+        _install_file(stage / f"{name}.ipynb", out / ".render" / "notebooks" / f"{name}.ipynb")
+        _rebuild_tables(project, out, name)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _fail(out: Path, name: str, status: dict) -> None:
+    """A failed execution: the last good outputs stay; what it wrote goes to ``.failed/<name>`` to look at."""
+    earlier = _read_json(out / "status" / f"{name}.json")
+    status["last_good"] = earlier.get("last_good") or (earlier.get("started") if earlier.get("ok") else None)
+    stage, failed = out / ".staging" / name, out / ".failed" / name
+    shutil.rmtree(failed, ignore_errors=True)
+    if stage.exists():
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        stage.rename(failed)
+
+
+def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -152,33 +173,24 @@ def _training_seconds(project: Path, stage: Path, since: float) -> float:
     return total
 
 
-def _weights_missing(project: Path, manifest: Path) -> list[str]:
-    """Runs whose weights the execution asked for but that are records without them."""
-    return [r for r in _read_json(manifest).get("weights", []) if run_state(project / r)[0] != "finished"]
+def _read_json_list(path: Path) -> list:
+    value = _read_json(path) if path.is_file() else []
+    return value if isinstance(value, list) else []
 
 
 def _install(stage: Path, out: Path, name: str, whole: bool = True) -> None:
     """Move what a successful execution wrote into ``out``; unchanged files keep their bytes and dates. Not
     ``whole`` (a render that stopped where weights were needed): its tables and figures only, not its executed
     notebook or its manifest, which lack what came after."""
-    for path in sorted(stage.rglob("*")):
-        if not path.is_file():
-            continue
+    order = {"tables": 0, "figures": 1, f"{name}.ipynb": 2, "manifest": 3}  # the manifest last: it names the rest
+    for path in sorted((p for p in stage.rglob("*") if p.is_file()),
+                       key=lambda p: (order.get(p.relative_to(stage).parts[0], 4), str(p))):
         rel = path.relative_to(stage)
         if rel == Path(f"{name}.ipynb"):
             if whole:
                 _install_file(path, out / "notebooks" / rel)
         elif whole or rel.parts[0] in ("tables", "figures"):
             _install_file(path, out / rel)
-
-
-def _note_weights(manifest: Path, staged: Path) -> None:
-    """Add the runs whose weights a partial execution asked for to the last good manifest (for the plan)."""
-    if manifest.is_file():
-        old = _read_json(manifest)
-        weights = sorted(set(old.get("weights", [])) | set(_read_json(staged).get("weights", [])))
-        if weights != old.get("weights"):
-            atomic_write_json(manifest, {**old, "weights": weights})
 
 
 def _rebuild_tables(project: Path, out: Path, name: str) -> None:
@@ -247,6 +259,11 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
         names = [n for n in names if n in only]
     params = {name: load_params(project, name, tier) for name in names}  # all checked before anything runs
     plans = [plan_notebook(project, tier, name, records_only) for name in names]
+    # what can be shown at once is shown first: notebooks with nothing to train that share no run with one
+    # that trains (a record trained again may change, and they must show the same run)
+    training = {r.path for p in plans for r in p.to_train()}
+    plans.sort(key=lambda p: not p.known or bool({r.path for r in p.runs} & training))
+    names = [p.name for p in plans]
     factor = speed_factor(project, log) if measure and any(p.to_train() for p in plans) else None
     what = "re-render from records (nothing is trained)" if records_only else "reproduce"
     log(f"{what} --tier {tier}: {len(names)} notebook(s) with the {executor} executor. The plan:")
@@ -275,7 +292,8 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
         if s.get("stopped_for_weights") or s.get("weights_missing"):
             log(f"  {s['notebook']}: " + (f"rendered up to {s['stopped_for_weights'].split(':')[0]}, which needs "
                                           "weights; " if s.get("stopped_for_weights") else "") +
-                f"needs the weights of {', '.join(Path(r).name for r in s.get('weights_missing', [])) or 'a record'}"
+                (f"needs the weights of {', '.join(Path(r).name for r in s['weights_missing'])}" if
+                 s.get("weights_missing") else "needs runs that are not trained here") +
                 f" (`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them); its tables "
                 f"are rebuilt from records, the figures it could not draw and its executed notebook are kept as "
                 f"committed (this render's notebook: outputs/{tier}/.render/notebooks/{s['notebook']}.ipynb)")
@@ -305,11 +323,11 @@ def _submit(project, names, tier, force, records_only, executor, jobs, slurm, do
             try:
                 status = job.result()
             except Exception as exc:  # the job itself died (killed, out of memory, scheduler error)
-                status = {"notebook": name, "tier": tier, "ok": False, "seconds": 0.0,
+                status = {"notebook": name, "tier": tier, "ok": False, "seconds": 0.0, "started": _now(),
                           "error": f"job failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"}
-                earlier = _read_json(project / "outputs" / tier / "status" / f"{name}.json")
-                status["last_good"] = earlier.get("last_good")
-                atomic_write_json(project / "outputs" / tier / "status" / f"{name}.json", status)
+                out = project / "outputs" / tier
+                _fail(out, name, status)
+                atomic_write_json(_status_path(out, name, records_only), status)
             statuses.append(status)
             done(status)
     return statuses

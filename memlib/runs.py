@@ -157,6 +157,7 @@ def run_record(cfg: RunConfig, run_id: str, source: str, device: torch.device) -
         "code_version": code_version(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),  # CPU results depend on it (the order of float sums)
         "python": platform.python_version(),
     }
 
@@ -205,7 +206,8 @@ def check_data(run_dir: str | Path, cfg: RunConfig, record: dict | None = None) 
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+    kept = Path(run_dir) / "record" / "metrics.jsonl"  # a record being trained again: the record stands meanwhile
+    path = kept if kept.is_file() else Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
     try:
@@ -239,10 +241,17 @@ def run_state(run_dir: str | Path) -> tuple[str, int]:
     ``record``: complete records without those weights; ``stopped``: some epochs done, resumable;
     ``missing``: nothing yet."""
     run_dir = Path(run_dir)
-    done = len(read_metrics(run_dir)) if (run_dir / "metrics.jsonl").is_file() else 0
+    done = len(read_metrics(run_dir))
+    if retraining(run_dir):  # its weights so far are of an unfinished retraining
+        return "record", done
     if is_finished(run_dir):
         return ("finished" if all((run_dir / w).is_file() for w in WEIGHTS) else "record"), done
     return ("stopped" if done else "missing"), done
+
+
+def retraining(run_dir: str | Path) -> bool:
+    """A record being trained again (``train.retrain_record``): ``record/`` holds its record meanwhile."""
+    return (Path(run_dir) / "record" / "status.json").is_file()
 
 
 def records_only() -> bool:
@@ -252,7 +261,7 @@ def records_only() -> bool:
 
 
 _retrain = None  # set by memlib.train (a higher layer): how a record's weights are trained again
-_weights_listeners: list = []  # called with each run folder whose weights are asked for (report.Outputs)
+_weights_listener = None  # called with each run folder whose weights are asked for (the current report.Outputs)
 
 
 def set_retrainer(fn) -> None:
@@ -261,22 +270,30 @@ def set_retrainer(fn) -> None:
 
 
 def on_weights_needed(fn) -> None:
-    _weights_listeners.append(fn)
+    """Call ``fn(run_dir)`` whenever a run's weights are asked for (one listener: the latest replaces it)."""
+    global _weights_listener
+    _weights_listener = fn
 
 
 def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None:
     """Make sure checkpoint ``which`` (best, final or a snapshot ``epoch_NNN``) of a finished run is on disk: a
     record is trained again (resumably; its metrics are compared with the record's), unless only records may
-    be read, which raises ``WeightsUnavailable`` with the command that trains it. Runs that are not finished
-    are left to ``load_checkpoint``'s own error."""
+    be read, which raises ``WeightsUnavailable`` with the command that trains it. Runs that are not records, and
+    checkpoints that training does not write, are left to ``load_checkpoint``'s own error."""
     run_dir = Path(run_dir)
-    for fn in _weights_listeners:
-        fn(run_dir)
-    retraining = (run_dir / "record" / "status.json").is_file()  # a record whose retraining was interrupted
-    if (run_dir / f"{which}.pt").is_file() or not (is_finished(run_dir) or retraining):
+    if _weights_listener is not None:
+        _weights_listener(run_dir)
+    if run_state(run_dir)[0] != "record" or ((run_dir / f"{which}.pt").is_file() and not retraining(run_dir)):
         return
-    if records_only() or _retrain is None:
+    if which.startswith("epoch_"):
+        snapshots = read_record(run_dir)["config"].get("snapshot_epochs") or []
+        if int(which.split("_")[1]) not in snapshots:
+            return  # not a checkpoint this run writes
+    if records_only():
         raise WeightsUnavailable(f"the weights of run {run_dir.name} ({which}.pt) are not on this machine "
                                  f"(committed runs carry records, not weights); `python -m memlib reproduce "
                                  f"--tier <tier>` trains them")
+    if _retrain is None:
+        raise WeightsUnavailable(f"the weights of run {run_dir.name} ({which}.pt) are not on this machine; import "
+                                 f"memlib.train (it trains records again) or run `python -m memlib reproduce`")
     _retrain(run_dir, log=log)

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,8 @@ def _is_better(m: dict, best: dict | None) -> bool:
     return (m["test_rob_acc"], m["test_nat_acc"]) > (best["test_rob_acc"], best["test_nat_acc"])
 
 
-def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None, log=None) -> RunResult:
+def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None, log=None,
+          retrain: bool = False) -> RunResult:
     """Train the run of ``cfg`` to ``cfg.epochs`` (or stop after ``until_epoch``); resume from ``last.pt``
     when present; return at once when the identical run has already finished, unless ``force``."""
     log = log or (lambda msg: tqdm.write(msg))
@@ -134,12 +136,16 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         if Path(getattr(cfg, key)).exists() and not Path(getattr(cfg, key)).is_dir():
             raise ConfigError(f"{key} {getattr(cfg, key)} is a file, not a folder; set {key} to a folder")
     status_path = run_dir / "status.json"
+    if records_only() and (force or not is_finished(run_dir)):  # before anything is deleted
+        raise WeightsUnavailable(f"run {run_dir.name} is not finished (or force was asked) and only records may be "
+                                 f"read here; `python -m memlib reproduce --tier <tier>` trains it")
     if force and run_dir.exists():
         with _lock(run_dir):  # before anything is deleted: a run another process is training keeps its files
             for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
                 if path.is_file() and path.name != ".lock":
                     path.unlink()
-    if is_finished(run_dir):
+            shutil.rmtree(run_dir / "record", ignore_errors=True)
+    if not retrain and is_finished(run_dir):
         check_data(run_dir, cfg)  # a finished run of other data under the same folder name is not reused
         log(f"reusing finished run {run_dir.name} (force=True to train again)")
         try:
@@ -148,9 +154,6 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             raise MemlibError(f"{run_dir / 'metrics.jsonl'} is damaged; delete {status_path} and run the same command "
                               f"again (it is rewritten from last.pt)") from None
         return RunResult(run_dir, metrics, True, reused=True)
-    if records_only():
-        raise WeightsUnavailable(f"run {run_dir.name} is not finished and only records may be read here; "
-                                 f"`python -m memlib reproduce --tier <tier>` trains it")
     for key in ("init_from", "kd_teacher", "kd_std_teacher"):
         if getattr(cfg, key) and (Path(getattr(cfg, key)).parent / "config.json").is_file():
             ensure_weights(Path(getattr(cfg, key)).parent, Path(getattr(cfg, key)).stem, log=log)  # a record's
@@ -521,22 +524,28 @@ def _untimed(metrics: list[dict]) -> list[dict]:
 
 def retrain_record(run_dir: str | Path, log=None) -> RunResult:
     """Train a record (finished metrics, no weights) again in its own folder, resumably, to get its weights.
-    The record's ``config.json``, ``metrics.jsonl`` and ``status.json`` are kept aside in ``record/`` while it
-    trains. If the new metrics equal the record's (timings aside: same code, same data, deterministic on a CPU),
-    the record's files are put back, so its committed bytes and cached analyses stay valid; otherwise the cached
-    analyses of the old weights (``eval.json`` and the rest) are deleted, to be computed again on the new ones,
-    and the new record (config, metrics, status) stands."""
+    The record's ``config.json``, ``metrics.jsonl`` and ``status.json`` are kept in ``record/`` while it trains
+    (they are what ``runs.read_metrics`` reads meanwhile, so an interrupted retraining is still a record). If
+    the new metrics equal the record's (timings aside: same code, torch build, threads and data, deterministic on
+    a CPU), the record's files are put back, so its committed bytes and cached analyses stay valid; otherwise
+    the cached analyses of the old weights (``eval.json`` and the rest) are deleted, to be computed again on the
+    new ones, and the new record (config, metrics, status) stands."""
     log = log or (lambda msg: tqdm.write(msg))
     run_dir = Path(run_dir)
-    cfg, _ = read_run(run_dir)
+    cfg, record = read_run(run_dir)
     kept = run_dir / "record"
     kept.mkdir(exist_ok=True)
     for name in RECORD_FILES:  # a second call (after an interruption) keeps the first copy
         if (run_dir / name).is_file() and not (kept / name).is_file():
             atomic_write_bytes(kept / name, (run_dir / name).read_bytes())
-    (run_dir / "status.json").unlink(missing_ok=True)
     log(f"{run_dir.name} is a record without weights: training it again ({cfg.epochs} epochs)")
-    result = train(cfg, log=log)
+    threads = torch.get_num_threads()
+    if record.get("threads") and not record.get("device", "").startswith("cuda"):
+        torch.set_num_threads(record["threads"])  # the record's CPU thread count, for the same float sums
+    try:
+        result = train(cfg, log=log, retrain=True)  # resumes after an interruption; record/ stands meanwhile
+    finally:
+        torch.set_num_threads(threads)
     if not result.finished:
         return result
     old = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -548,11 +557,9 @@ def retrain_record(run_dir: str | Path, log=None) -> RunResult:
         for path in run_dir.iterdir():
             if path.is_file() and path.name not in RUN_FILES and not path.name.startswith(("epoch_", ".")):
                 path.unlink()
-        log(f"{run_dir.name}: trained again, but its metrics differ from the record's (another torch or machine); "
-            f"its cached analyses were deleted and will be computed on the new weights")
-    for path in kept.iterdir():
-        path.unlink()
-    kept.rmdir()
+        log(f"{run_dir.name}: trained again, but its metrics differ from the record's (another torch build, "
+            f"thread count or code); its cached analyses were deleted and will be computed on the new weights")
+    shutil.rmtree(kept)
     return result
 
 

@@ -11,7 +11,7 @@ import pytest
 import memlib.train  # noqa: F401  (registers the retrainer)
 from memlib.evaluate import evaluate_run, load_weights
 from memlib.plan import plan_notebook
-from memlib.runs import WeightsUnavailable, ensure_weights, run_state
+from memlib.runs import WeightsUnavailable, ensure_weights, read_metrics, retraining, run_state
 from memlib.train import train
 
 
@@ -79,16 +79,29 @@ def test_an_interrupted_retraining_resumes_and_still_compares_with_the_record(ti
     real_train = memlib.train.train
     monkeypatch.setattr(memlib.train, "train", lambda c, **kw: real_train(c, until_epoch=1, **kw))
     ensure_weights(run_dir, "final", log=lambda m: None)  # stops after epoch 1, as if killed
-    assert run_state(run_dir) == ("stopped", 1) and (run_dir / "record" / "metrics.jsonl").read_bytes() == record
+    assert (run_dir / "record" / "metrics.jsonl").read_bytes() == record
+    assert run_state(run_dir) == ("record", 2) and retraining(run_dir)  # still a record, its own metrics stand
+    assert train(cfg).reused and len(read_metrics(run_dir)) == 2  # reused for its metrics, as before
+    monkeypatch.setenv("MEMLIB_RECORDS_ONLY", "1")
+    with pytest.raises(WeightsUnavailable):  # best.pt of epoch 1 is not the record's best: never used
+        load_weights(run_dir, "best")
+    monkeypatch.delenv("MEMLIB_RECORDS_ONLY")
     monkeypatch.setattr(memlib.train, "train", real_train)
     ensure_weights(run_dir, "final", log=lambda m: None)
     assert run_state(run_dir)[0] == "finished" and (run_dir / "metrics.jsonl").read_bytes() == record
 
 
-def test_records_only_never_trains(tiny_cfg, monkeypatch):
+def test_records_only_never_trains_nor_deletes(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(epochs=1)
+    run_dir = train(cfg).run_dir
+    _as_record(run_dir)
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     monkeypatch.setenv("MEMLIB_RECORDS_ONLY", "1")
     with pytest.raises(WeightsUnavailable):
-        train(tiny_cfg(epochs=1))
+        train(tiny_cfg(epochs=1, seed=5))
+    with pytest.raises(WeightsUnavailable):  # `render --force` must not wipe the records it renders from
+        train(cfg, force=True)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == files
 
 
 def test_the_plan_says_what_is_reused_rendered_and_trained(tiny_cfg, tmp_path):
@@ -100,9 +113,10 @@ def test_the_plan_says_what_is_reused_rendered_and_trained(tiny_cfg, tmp_path):
     _as_record(b)
     _as_record(c)
     rel = [str(p.relative_to(project)) for p in (a, b, c)]
-    manifest = {"notebook": "nb", "runs": rel, "weights": [rel[2]], "tables": [], "figures": []}
-    (project / "outputs" / "smoke" / "manifest").mkdir(parents=True)
-    (project / "outputs" / "smoke" / "manifest" / "nb.json").write_text(json.dumps(manifest))
+    manifest = {"notebook": "nb", "runs": rel, "tables": [], "figures": []}
+    for folder, content in (("manifest", manifest), ("status", {"ok": True, "seconds": 5.0, "weights": [rel[2]]})):
+        (project / "outputs" / "smoke" / folder).mkdir(parents=True)
+        (project / "outputs" / "smoke" / folder / "nb.json").write_text(json.dumps(content))
     plan = plan_notebook(project, "smoke", "nb")
     assert [(r.state, r.action) for r in plan.runs] == [("finished", "reuse"), ("record", "render"),
                                                         ("record", "train")]
