@@ -129,6 +129,11 @@ def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, r
         return
     asked = _read_json_list(stage / WEIGHTS_FILE)
     status["weights"] = asked
+    main = out / "status" / f"{name}.json"
+    if records_only and main.is_file():  # tell the last execution's status (the plan reads it) once
+        known = _read_json(main)
+        if isinstance(known, dict) and not set(asked) <= set(known.get("weights", [])):
+            atomic_write_json(main, {**known, "weights": sorted(set(known.get("weights", [])) | set(asked))})
     missing = [r for r in asked if run_state(project / r)[0] != "finished"]
     if stopped:  # from records alone it cannot go on: what it made up to there is good, the rest is kept
         status.update(ok=True, stopped_for_weights=status.pop("error"), error=None)

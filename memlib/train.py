@@ -507,9 +507,9 @@ def train_many(cfgs: list[RunConfig], *, jobs: int = 1, force: bool = False, log
             futures = {pool.submit(_train_worker, cfg.to_dict(), force): rid for rid, cfg in unique.items()}
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time",
                                unit="run", disable=not _progress(next(iter(unique.values())))):
-                result = future.result()
-                done[futures[future]] = result
-                log(f"{'reused' if result.reused else 'finished'} {result.run_dir.name}")
+                done[futures[future]] = future.result()
+        for rid in unique:  # in the order asked, not of completion: the same output for the same runs
+            log(f"{'reused' if done[rid].reused else 'finished'} {done[rid].run_dir.name}")
     return [done[run_dir_for(cfg)[1]] for cfg in cfgs]
 
 
