@@ -24,15 +24,15 @@ import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm.auto import tqdm
 
-from memlib.config import ConfigError, MemlibError, RunConfig
+from memlib.config import WEIGHT_KEYS, ConfigError, MemlibError, RunConfig
 from memlib.data import Loader, balanced_subset, data_digest, prepare_data
 from memlib.evaluate import load_weights, predict
 from memlib.io import (CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text,
                        load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context
 from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_finished, make_model,
-                         read_metrics, read_run, records_only, run_dir_for, run_record, select_device, set_retrainer,
-                         uses_amp, uses_channels_last)
+                         read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
+                         select_device, set_retrainer, uses_amp, uses_channels_last)
 
 CHECKPOINT_FORMAT = "memlib-checkpoint-1"
 
@@ -559,8 +559,29 @@ def retrain_record(run_dir: str | Path, log=None) -> RunResult:
                 path.unlink()
         log(f"{run_dir.name}: trained again, but its metrics differ from the record's (another torch build, "
             f"thread count or code); its cached analyses were deleted and will be computed on the new weights")
+        shutil.rmtree(kept)
+        for dep in _dependents(run_dir):  # trained from the old weights: their records no longer hold
+            if run_state(dep)[0] in ("finished", "record"):
+                for path in dep.glob("*.pt"):
+                    path.unlink()
+                log(f"{dep.name} started from or distilled {run_dir.name}'s old weights: training it again")
+                retrain_record(dep, log=log)
+        return result
     shutil.rmtree(kept)
     return result
+
+
+def _dependents(run_dir: Path) -> list[Path]:
+    """The runs beside ``run_dir`` that start from or distil its weights (``init_from``, the KD teachers)."""
+    found = []
+    for other in sorted(p for p in run_dir.parent.iterdir() if p != run_dir and (p / "config.json").is_file()):
+        try:
+            values = read_record(other)["config"]
+        except MemlibError:
+            continue
+        if any(values.get(k) and Path(values[k]).parent.name == run_dir.name for k in WEIGHT_KEYS):
+            found.append(other)
+    return found
 
 
 set_retrainer(retrain_record)

@@ -123,3 +123,21 @@ def test_the_plan_says_what_is_reused_rendered_and_trained(tiny_cfg, tmp_path):
     assert plan.runs[2].recorded_seconds > 0
     assert [r.action for r in plan_notebook(project, "smoke", "nb", records_only=True).runs][2] == "render"
     assert not plan_notebook(project, "smoke", "other").known
+
+
+def test_a_record_trained_from_a_retrained_record_that_changed_is_trained_again(tiny_cfg):
+    teacher_cfg = tiny_cfg(epochs=1)
+    teacher = train(teacher_cfg).run_dir
+    student_cfg = tiny_cfg(epochs=1, method="kd_swa", kd_teacher=str(teacher / "best.pt"), swa_start=1)
+    student = train(student_cfg).run_dir
+    evaluate_run(student, ("natural",), log=lambda m: None)
+    for run in (teacher, student):
+        _as_record(run)
+    lines = (teacher / "metrics.jsonl").read_text().splitlines()
+    (teacher / "metrics.jsonl").write_text(json.dumps({**json.loads(lines[0]), "train_loss": 99.0}) + "\n")
+    record = (student / "metrics.jsonl").read_bytes()
+    ensure_weights(teacher, "best", log=lambda m: None)  # differs from its record: the student's record is stale
+    assert run_state(student)[0] == "finished"  # so the student was trained again, from the new teacher; here
+    assert (student / "metrics.jsonl").read_bytes() == record  # that teacher's weights are the old ones after all
+    unrelated = train(tiny_cfg(epochs=1, seed=3)).run_dir  # a run that does not use the teacher is left alone
+    assert run_state(unrelated)[0] == "finished"
