@@ -191,6 +191,8 @@ def _install(stage: Path, out: Path, name: str, whole: bool = True) -> None:
     for path in sorted((p for p in stage.rglob("*") if p.is_file()),
                        key=lambda p: (order.get(p.relative_to(stage).parts[0], 4), str(p))):
         rel = path.relative_to(stage)
+        if rel == Path(WEIGHTS_FILE):  # for the status, not an output
+            continue
         if rel == Path(f"{name}.ipynb"):
             if whole:
                 _install_file(path, out / "notebooks" / rel)
