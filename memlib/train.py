@@ -532,6 +532,9 @@ def retrain_record(run_dir: str | Path, log=None) -> RunResult:
     new ones, and the new record (config, metrics, status) stands."""
     log = log or (lambda msg: tqdm.write(msg))
     run_dir = Path(run_dir)
+    _wait_while_trained(run_dir, log)  # another notebook may be training this very record for its weights
+    if run_state(run_dir)[0] == "finished":
+        return RunResult(run_dir, read_metrics(run_dir), True, reused=True)
     cfg, record = read_run(run_dir)
     kept = run_dir / "record"
     kept.mkdir(exist_ok=True)
@@ -569,6 +572,18 @@ def retrain_record(run_dir: str | Path, log=None) -> RunResult:
         return result
     shutil.rmtree(kept)
     return result
+
+
+def _wait_while_trained(run_dir: Path, log) -> None:
+    """Return once no other process holds the run's training lock (a blocking ``flock``, released at once)."""
+    import fcntl
+
+    with open(run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log(f"{run_dir.name} is being trained by another process; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
 
 
 def _dependents(run_dir: Path) -> list[Path]:

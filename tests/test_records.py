@@ -141,3 +141,19 @@ def test_a_record_trained_from_a_retrained_record_that_changed_is_trained_again(
     assert (student / "metrics.jsonl").read_bytes() == record  # that teacher's weights are the old ones after all
     unrelated = train(tiny_cfg(epochs=1, seed=3)).run_dir  # a run that does not use the teacher is left alone
     assert run_state(unrelated)[0] == "finished"
+
+
+def test_a_record_another_process_is_training_is_waited_for(tiny_cfg):
+    import threading
+    import time
+
+    from memlib.train import _lock
+
+    cfg = tiny_cfg(epochs=1)
+    run_dir = train(cfg).run_dir
+    _as_record(run_dir)
+    held = _lock(run_dir)  # as if another notebook were training it (flock: another open file conflicts)
+    threading.Timer(1.5, held.close).start()
+    t0 = time.time()
+    ensure_weights(run_dir, "final", log=lambda m: None)  # waits instead of failing on the lock
+    assert time.time() - t0 >= 1.4 and run_state(run_dir)[0] == "finished"
