@@ -15,7 +15,7 @@ from memlib.config import ConfigError
 from memlib.data import balanced_subset, load_split
 from memlib.io import atomic_write_json, load_checkpoint
 from memlib.models import fold_bn as folded_view
-from memlib.runs import (check_data, ensure_weights, make_model, read_record, read_run, select_device, uses_amp,
+from memlib.runs import (check_data, ensure_weights, make_model, read_run, select_device, uses_amp,
                          uses_channels_last)
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
@@ -75,8 +75,7 @@ def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pg
         raise ConfigError(f"n must be >= 0 (0 = all test examples) and batch_size >= 1; got n={n}, "
                           f"batch_size={batch_size}")
     run_dir = Path(run_dir)
-    read_record(run_dir)  # a damaged config.json is one line
-    cfg, record = read_run(run_dir)
+    cfg, record = read_run(run_dir)  # a damaged config.json is one line
     seed = cfg.data_seed + 1 if seed is None else seed
     check_data(run_dir, cfg, record)  # the same source, and the same files where the record has their digest
     dev = select_device(device)

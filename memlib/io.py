@@ -24,13 +24,13 @@ class CheckpointError(MemlibError):
     """A checkpoint that cannot be trusted: missing, corrupt, truncated, unsafe or from another run."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` whole or not at all; a file that already holds exactly ``data`` is left
-    untouched (same bytes, same modification time), so re-rendering unchanged results changes nothing. A failed
-    write (a full disk, a read-only folder) leaves the old file as it was, removes its temporary file and raises
-    an ``OSError`` that names ``path``."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, compare: bool = True) -> None:
+    """Write ``data`` to ``path`` whole or not at all; with ``compare``, a file that already holds exactly
+    ``data`` is left untouched (same bytes, same modification time), so re-rendering unchanged results changes
+    nothing. A failed write (a full disk, a read-only folder) leaves the old file as it was, removes its
+    temporary file and raises an ``OSError`` that names ``path``."""
     path = Path(path)
-    if unchanged(path, data):
+    if compare and unchanged(path, data):
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def read_json(path: str | Path, default=None):
+    """The JSON value in ``path``, or ``default`` (an empty dict) when it is missing or damaged: for the batch's
+    own bookkeeping files (statuses, manifests), which a later execution rewrites."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {} if default is None else default
+
+
 def unchanged(path: Path, data: bytes) -> bool:
     try:
         return path.stat().st_size == len(data) and path.read_bytes() == data
@@ -77,10 +86,12 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Save a dict of tensors and plain Python values (no custom classes) atomically."""
+    """Save a dict of tensors and plain Python values (no custom classes) atomically. Not compared with the
+    file it replaces: a checkpoint is new each epoch, and reading back the last one (hundreds of MB at the
+    paper's sizes) every epoch would cost more than it could save."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), compare=False)
 
 
 def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:

@@ -17,12 +17,12 @@ record has no estimate. A notebook's own time (evaluations, analyses, figures) i
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from memlib.config import MemlibError
+from memlib.io import read_json
 from memlib.runs import read_metrics, run_state
 
 REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # memlib's PGD-AT rate of the quick model, 1 thread
@@ -51,12 +51,12 @@ class NotebookPlan:
 def plan_notebook(project: Path, tier: str, name: str, records_only: bool = False) -> NotebookPlan:
     out = project / "outputs" / tier
     manifest_path, status_path = out / "manifest" / f"{name}.json", out / "status" / f"{name}.json"
-    status, manifest = _read_json(status_path), _read_json(manifest_path)
+    status, manifest = read_json(status_path), read_json(manifest_path)
     nb = NotebookPlan(name, manifest_path.is_file(), last_seconds=_own_seconds(project, status, manifest))
     if not nb.known:
         return nb
     # runs whose weights its last execution (or render) asked for
-    needs_weights = set(status.get("weights", [])) | set(_read_json(out / ".render" / "status" / f"{name}.json")
+    needs_weights = set(status.get("weights", [])) | set(read_json(out / ".render" / "status" / f"{name}.json")
                                                          .get("weights", []))
     for rel in manifest.get("runs", []):
         run_dir = project / rel
@@ -68,7 +68,7 @@ def plan_notebook(project: Path, tier: str, name: str, records_only: bool = Fals
             continue
         seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
         if state == "stopped" and metrics:  # the epochs still to go, at its own pace
-            epochs = _read_json(run_dir / "config.json").get("config", {}).get("epochs", len(metrics))
+            epochs = read_json(run_dir / "config.json").get("config", {}).get("epochs", len(metrics))
             seconds = seconds / len(metrics) * max(0, epochs - len(metrics))
         if state == "finished":
             action = "reuse"
@@ -90,13 +90,6 @@ def _own_seconds(project: Path, status: dict, manifest: dict) -> float | None:
         return max(0.0, status["seconds"] - status["training_seconds"])
     trained = sum(m.get("time", 0.0) for r in manifest.get("runs", []) for m in read_metrics(project / r)) / 2
     return max(0.1 * status["seconds"], status["seconds"] - trained)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def measure_speed(threads: int = 1, batches: int = 2) -> float:
@@ -132,7 +125,7 @@ def measure_speed(threads: int = 1, batches: int = 2) -> float:
 
 def speed_factor(project: Path, log=print) -> float | None:
     """How much longer training takes here than on the machine of the committed benchmark (None: unknown)."""
-    ref = _read_json(project / REFERENCE).get("memlib_median")
+    ref = read_json(project / REFERENCE).get("memlib_median")
     if not ref:
         return None
     here = measure_speed()

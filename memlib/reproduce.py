@@ -11,7 +11,6 @@ A failing notebook stops nothing else; the report lists it with the failing cell
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from memlib.config import ConfigError, RunConfig, read_yaml
-from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from memlib.plan import describe, estimate, plan_notebook, speed_factor
 from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
 from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
@@ -127,11 +126,11 @@ def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, r
     stopped = records_only and not status["ok"] and f"{WeightsUnavailable.__name__}:" in status["error"]
     if not (status["ok"] or stopped):
         return
-    asked = _read_json_list(stage / WEIGHTS_FILE)
+    asked = read_json(stage / WEIGHTS_FILE, [])
     status["weights"] = asked
     main = out / "status" / f"{name}.json"
     if records_only and main.is_file():  # tell the last execution's status (the plan reads it) once
-        known = _read_json(main)
+        known = read_json(main)
         if isinstance(known, dict) and not set(asked) <= set(known.get("weights", [])):
             atomic_write_json(main, {**known, "weights": sorted(set(known.get("weights", [])) | set(asked))})
     missing = [r for r in asked if run_state(project / r)[0] != "finished"]
@@ -151,7 +150,7 @@ def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, r
 
 def _fail(out: Path, name: str, status: dict) -> None:
     """A failed execution: the last good outputs stay; what it wrote goes to ``.failed/<name>`` to look at."""
-    earlier = _read_json(out / "status" / f"{name}.json")
+    earlier = read_json(out / "status" / f"{name}.json")
     status["last_good"] = earlier.get("last_good") or (earlier.get("started") if earlier.get("ok") else None)
     stage, failed = out / ".staging" / name, out / ".failed" / name
     shutil.rmtree(failed, ignore_errors=True)
@@ -160,27 +159,15 @@ def _fail(out: Path, name: str, status: dict) -> None:
         stage.rename(failed)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _training_seconds(project: Path, stage: Path, since: float) -> float:
     """Training time of the notebook's runs trained in this execution (their metrics changed since ``since``)."""
-    manifest = _read_json(next(iter((stage / "manifest").glob("*.json")), stage / "none"))
+    manifest = read_json(next(iter((stage / "manifest").glob("*.json")), stage / "none"))
     total = 0.0
     for run in manifest.get("runs", []):
         path = project / run / "metrics.jsonl"
         if path.is_file() and path.stat().st_mtime >= since:
             total += sum(m.get("time", 0.0) for m in read_metrics(path.parent))
     return total
-
-
-def _read_json_list(path: Path) -> list:
-    value = _read_json(path) if path.is_file() else []
-    return value if isinstance(value, list) else []
 
 
 def _install(stage: Path, out: Path, name: str, whole: bool = True) -> None:
@@ -202,7 +189,7 @@ def _install(stage: Path, out: Path, name: str, whole: bool = True) -> None:
 
 def _rebuild_tables(project: Path, out: Path, name: str) -> None:
     """Rebuild every table of the notebook's last manifest from its sidecar and the run records it names."""
-    for table in _read_json(out / "manifest" / f"{name}.json").get("tables", []):
+    for table in read_json(out / "manifest" / f"{name}.json").get("tables", []):
         sidecar = (out / table["md"]).with_suffix(".json")
         if sidecar.is_file():
             atomic_write_text(out / table["md"], rebuild_table(sidecar, project))
@@ -363,12 +350,12 @@ def write_report(project: Path, tier: str) -> Path:
              f"Written by `python -m memlib reproduce --tier {tier}`. Tables are built from the runs' metric files "
              f"(`runs/*/metrics.jsonl`, `eval.json`); each names its data source. Execution times are in "
              f"`status/`.", ""]
-    statuses = {p.stem: _read_json(p) for p in sorted((out / "status").glob("*.json"))}
-    manifests = {p.stem: _read_json(p) for p in sorted((out / "manifest").glob("*.json"))}
+    statuses = {p.stem: read_json(p) for p in sorted((out / "status").glob("*.json"))}
+    manifests = {p.stem: read_json(p) for p in sorted((out / "manifest").glob("*.json"))}
     sources = set()
     for manifest in manifests.values():
         for run in manifest.get("runs", []):
-            source = _read_json(project / run / "config.json").get("data_source")
+            source = read_json(project / run / "config.json").get("data_source")
             if source:
                 sources.add(source)
     train_time = {name: _training_minutes(project, m) for name, m in manifests.items()}

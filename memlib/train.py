@@ -551,8 +551,7 @@ def retrain_record(run_dir: str | Path, log=None) -> RunResult:
         torch.set_num_threads(threads)
     if not result.finished:
         return result
-    old = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if _untimed(old) == _untimed(result.metrics):
+    if _untimed(read_metrics(run_dir)) == _untimed(result.metrics):  # read_metrics reads record/ while it exists
         for name in RECORD_FILES:
             atomic_write_bytes(run_dir / name, (kept / name).read_bytes())
         log(f"{run_dir.name}: trained again with the record's metrics exactly; its cached analyses stay")
