@@ -407,6 +407,8 @@ def check_notebook_parameters(namespace: dict, notebook: str) -> None:
     RunConfig values. Raises ``ConfigError`` with one line, before any compute: papermill itself only warns
     about an unknown parameter and runs to the end."""
     declared, kinds, bound = _notebook_declarations(notebook)
+    project = _find_notebook(notebook).resolve().parent.parent
+    namespace.update(resolve_bases({k: namespace[k] for k in declared if k in namespace}, project))  # base names
     unknown = sorted(k for k in namespace if not k.startswith("_") and k not in declared and k not in bound
                      and k not in ("In", "Out", "get_ipython", "exit", "quit", "open")  # IPython's own
                      and not isinstance(namespace[k], types.ModuleType))
@@ -440,14 +442,59 @@ def check_notebook_parameters(namespace: dict, notebook: str) -> None:
                 raise ConfigError(f"notebook {notebook}: {name}: {exc}") from None
 
 
-def _notebook_declarations(notebook: str) -> tuple[list[str], dict, set]:
+BASES_DIR = "params/bases"  # shared run settings, one file per base, named by the notebooks' params files
+
+
+def resolve_bases(values: dict, project: str | Path) -> dict:
+    """Notebook parameters with every ``base`` / ``*_base`` that names a shared base resolved to its RunConfig
+    values: ``base: quick-sec5`` reads ``params/bases/quick-sec5.yaml``; ``base: {from: quick-sec5, epochs: 20}``
+    reads it and changes ``epochs``. A dict without ``from`` is used as it is. Runs built from one base file are
+    the same runs in every notebook that names it."""
+    out = dict(values)
+    for key, value in values.items():
+        if not (key == "base" or key.endswith("_base")):
+            continue
+        if isinstance(value, str):
+            value = {"from": value}
+        if isinstance(value, dict) and "from" in value:
+            ref = value["from"]
+            path = Path(project) / BASES_DIR / f"{ref}.yaml"
+            if not isinstance(ref, str) or not path.is_file():
+                known = sorted(p.stem for p in (Path(project) / BASES_DIR).glob("*.yaml"))
+                raise ConfigError(f"{key}: no shared base named {ref!r} ({BASES_DIR}/{ref}.yaml); known: "
+                                  f"{', '.join(known)}")
+            out[key] = {**read_yaml(path, "RunConfig keys"), **{k: v for k, v in value.items() if k != "from"}}
+    return out
+
+
+def notebook_defaults(notebook: str, project: str | Path | None = None) -> dict:
+    """The default values of a notebook's parameters cell (executed on its own, as papermill would)."""
+    names, _, _ = _notebook_declarations(notebook, project)
+    return {k: v for k, v in _parameter_cell_values(notebook, project).items() if k in names}
+
+
+def _parameter_cell_values(notebook: str, project=None) -> dict:
+    import json as json_module
+
+    path = _find_notebook(notebook, project)
+    cells = [c for c in json_module.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
+    source = "".join(tagged[0]["source"]) if isinstance(tagged[0]["source"], list) else tagged[0]["source"]
+    values: dict = {}
+    exec(compile(source, str(path), "exec"), {}, values)
+    return values
+
+
+def _notebook_declarations(notebook: str, project: str | Path | None = None) -> tuple[list[str], dict, set]:
     """(parameter names in order, {name: declared type or None}, names bound anywhere else in the notebook)
     of ``notebooks/<notebook>.ipynb``: types from the annotations of its ``parameters`` cell, else from the
     types of its default values (executed in a namespace of their own)."""
     import ast
     import json as json_module
 
-    path = _find_notebook(notebook)
+    path = _find_notebook(notebook, project)
     cells = [c for c in json_module.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -484,11 +531,12 @@ def _notebook_declarations(notebook: str) -> tuple[list[str], dict, set]:
     return names, kinds, bound - set(names)
 
 
-def _find_notebook(notebook: str) -> Path:
-    """``notebooks/<notebook>.ipynb`` of the project: from the current folder (a kernel runs in ``notebooks/``)
-    upwards, else next to the memlib package."""
+def _find_notebook(notebook: str, project: str | Path | None = None) -> Path:
+    """``notebooks/<notebook>.ipynb`` of ``project``, else of the project found from the current folder (a
+    kernel runs in ``notebooks/``) upwards, else next to the memlib package."""
     here = Path.cwd().resolve()
-    for folder in (here, *here.parents, Path(__file__).resolve().parent.parent):
+    first = [Path(project)] if project is not None else []
+    for folder in (*first, here, *here.parents, Path(__file__).resolve().parent.parent):
         for candidate in (folder / f"{notebook}.ipynb", folder / "notebooks" / f"{notebook}.ipynb"):
             if candidate.is_file():
                 return candidate

@@ -217,6 +217,32 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
                           f"run) or delete the run folder to train it again") from None
 
 
+# --- the best-epoch rule ------------------------------------------------------------------------------------
+
+def is_better(m: dict, best: dict | None) -> bool:
+    """Whether epoch ``m`` beats ``best`` as the run's best checkpoint: highest test robust accuracy, ties
+    broken by natural accuracy, the earlier epoch kept on a full tie (the authors' code). Epochs that were not
+    evaluated (``eval_every``) never are."""
+    if "test_rob_acc" not in m:
+        return False
+    return best is None or (m["test_rob_acc"], m["test_nat_acc"]) > (best["test_rob_acc"], best["test_nat_acc"])
+
+
+def best_row(metrics: list[dict]) -> dict | None:
+    """The metrics row of the epoch ``best.pt`` holds (``is_better``), None when no epoch was evaluated."""
+    best = None
+    for m in metrics:
+        if is_better(m, best):
+            best = m
+    return best
+
+
+def best_epoch(metrics: list[dict]) -> int | None:
+    """The epoch of ``best.pt`` (``is_better``); None when no epoch was evaluated."""
+    row = best_row(metrics)
+    return None if row is None else row["epoch"]
+
+
 # --- the state of a run folder: finished with weights, record, stopped, missing ---------------------------
 
 WEIGHTS = ("best.pt", "final.pt")

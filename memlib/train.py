@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import time
@@ -30,9 +29,10 @@ from memlib.evaluate import load_weights, predict
 from memlib.io import (CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text,
                        load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context
-from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_finished, make_model,
+from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished, make_model,
                          read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
                          select_device, set_retrainer, uses_amp, uses_channels_last)
+from memlib.schedule import lr_at  # noqa: F401  (re-exported: memlib.train.lr_at is what notebooks long used)
 
 CHECKPOINT_FORMAT = "memlib-checkpoint-1"
 
@@ -47,19 +47,6 @@ class RunResult:
     metrics: list[dict]
     finished: bool
     reused: bool = False
-
-
-def lr_at(cfg: RunConfig, epoch: int) -> float:
-    """Learning rate of a (1-based) epoch. multistep: decays after each milestone epoch (0.1 for epochs
-    1-100, 0.01 for 101-150, 0.001 after, with the defaults); step: decays every ``lr_step_every``
-    epochs; cosine: annealed per epoch from lr to 0; constant."""
-    if cfg.lr_schedule == "multistep":
-        return cfg.lr * cfg.lr_decay ** sum(epoch > m for m in cfg.lr_milestones)
-    if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.lr_decay ** ((epoch - 1) // cfg.lr_step_every)
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
-    return cfg.lr
 
 
 def make_optimizer(cfg: RunConfig, *models: torch.nn.Module | None) -> torch.optim.Optimizer:
@@ -114,15 +101,6 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["loader"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _is_better(m: dict, best: dict | None) -> bool:
-    """Highest test robust accuracy; ties broken by natural accuracy (authors' code)."""
-    if "test_rob_acc" not in m:
-        return False
-    if best is None:
-        return True
-    return (m["test_rob_acc"], m["test_nat_acc"]) > (best["test_rob_acc"], best["test_nat_acc"])
 
 
 def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None, log=None,
@@ -256,7 +234,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             m["time_eval"] = time.time() - t1
             m["time"] = time.time() - t0
             history.append(m)
-            if _is_better(m, best):
+            if is_better(m, best):
                 best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
                 save_checkpoint(run_dir / "best.pt", _weights_state(evaluated, run_id, epoch, m))
             save_checkpoint(last_path, {

@@ -1,0 +1,21 @@
+"""Sec. 4.1 (notebook 05): Fig. 7(a), the eps sweep of Fig. 7(b) / C.1, two seeds (Fig. 7c), two architectures
+(Fig. C.2). The PGD-AT run at the base eps is Fig. 7(a), the 8/255 point of the sweep, the first seed and the
+first architecture at once (one folder)."""
+
+from memlib.experiments import experiment
+
+
+@experiment("05_robust_overfitting")
+def runs(p: dict, make) -> dict:
+    if len(p["seeds"]) != 2 or len(p["architectures"]) != 2:
+        raise ValueError(f"seeds and architectures each name the two runs compared; got {p['seeds']} and "
+                         f"{p['architectures']}")
+    planned = {("fig7a",): make(method="pgd_at")}
+    for m in p["methods"]:
+        for e in p["eps_list"]:
+            planned[("eps", m, e)] = make(method=m, eps=e / 255, alpha=e / 4 / 255)  # PGD step eps/4
+    for s in p["seeds"]:
+        planned[("seed", s)] = make(method="pgd_at", seed=s)
+    for a in p["architectures"]:
+        planned[("arch", a)] = make(method="pgd_at", model=a)
+    return planned
