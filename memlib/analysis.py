@@ -35,11 +35,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad as func_grad, vmap
 
 from memlib.attacks import ce_objective, eval_mode, kl_objective, pgd
-from memlib.data import balanced_subset, load_split
-from memlib.evaluate import load_weights
-from memlib.io import atomic_save_npz, atomic_write_json, file_digest
+from memlib.data import balanced_subset
+from memlib.io import read_store, write_store
 from memlib.methods import clean_probs
-from memlib.runs import check_data, read_run, select_device
+from memlib.runs import Run, select_device
 
 # per-example losses; the attack each one needs ("ce": PGD-AT's, "kl": TRADES's, None: clean only)
 LOSSES = {"pgd_at": "ce", "r": "ce", "clean_ce": None, "trades_ce": None, "trades_kl": "kl", "trades": "kl"}
@@ -553,14 +552,11 @@ def complexity_examples(run_dir: str | Path, settings: dict | None = None, devic
     ``device``; checks that the data is still the data the run was trained on (``runs.check_data``)."""
 
     s = complexity_settings(settings)
-    run_dir = Path(run_dir)
-    cfg, record = read_run(run_dir)
-    check_data(run_dir, cfg, record)
-    with np.load(run_dir / "labels.npz") as f:
-        ids, labels, true = (torch.from_numpy(f[k]).long() for k in ("train_ids", "labels", "true_labels"))
+    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    ids, labels, true = run.train_examples()
     pick = balanced_subset(true, min(s["examples"], len(ids)) if s["examples"] else 0, s["seed"])
     pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(s["seed"]))]
-    return load_split(cfg, train=True).images[ids[pick]].to(device), labels[pick].to(device)
+    return run.train_images(ids[pick], device), labels[pick].to(device)
 
 
 def run_complexity(run_dir: str | Path, settings: dict | None = None, *, device: str = "auto",
@@ -572,33 +568,27 @@ def run_complexity(run_dir: str | Path, settings: dict | None = None, *, device:
     it and a table can be built from it; ``force`` measures again. See ``COMPLEXITY_DEFAULTS`` for the settings."""
 
     s = complexity_settings(settings)
-    key = complexity_key(s)
-    run_dir = Path(run_dir)
-    path = run_dir / COMPLEXITY_FILE
-    cache = json.loads(path.read_text()) if path.is_file() else {}
-    # a saved result is reused if it was measured on this very checkpoint file (a retrained run is measured
-    # again), or if the checkpoint is absent (a checkout that carries the run's small files but not its weights)
-    checkpoint = run_dir / f"{s['checkpoint']}.pt"
-    digest = file_digest(checkpoint) if checkpoint.is_file() else None
-    if key in cache and not force and digest in (None, cache[key].get("checkpoint_sha256")):
-        return cache[key]
-    cfg, record = read_run(run_dir)
-    dev = select_device(device)
-    x, y = complexity_examples(run_dir, s, dev)
-    model, state = load_weights(run_dir, s["checkpoint"], dev)
-    t0 = time.time()
-    result = complexity_measures(model, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=s["steps"], norm=cfg.norm,
-                                 margin_percentile=s["margin_percentile"], robust_margin=s["robust_margin"],
-                                 hessian_examples=s["hessian_examples"], hessian_iters=s["hessian_iters"],
-                                 gamma=s["gamma"], directions=s["directions"], curve=s["curve"],
-                                 curve_examples=s["curve_examples"], seed=s["seed"], batch_size=cfg.eval_batch_size)
-    result.update(epoch=state.get("epoch"), examples=len(y), device=str(dev), eps=cfg.eps, alpha=cfg.alpha,
-                  norm=cfg.norm, data_source=record["data_source"], checkpoint_sha256=digest)
-    log(f"{run_dir.name}: complexity measures of {s['checkpoint']}.pt on {len(y)} training examples in "
-        f"{time.time() - t0:.0f} s")
-    fresh = json.loads(path.read_text()) if path.is_file() else {}  # keep what was written meanwhile
-    atomic_write_json(path, {**fresh, key: result})
-    return result
+    run = Run(run_dir)
+
+    def compute() -> dict:
+        cfg, dev = run.config, select_device(device)
+        x, y = complexity_examples(run, s, dev)
+        model, state = run.load(s["checkpoint"], dev)
+        t0 = time.time()
+        result = complexity_measures(model, x, y, eps=cfg.eps, alpha=cfg.alpha, steps=s["steps"], norm=cfg.norm,
+                                     margin_percentile=s["margin_percentile"], robust_margin=s["robust_margin"],
+                                     hessian_examples=s["hessian_examples"], hessian_iters=s["hessian_iters"],
+                                     gamma=s["gamma"], directions=s["directions"], curve=s["curve"],
+                                     curve_examples=s["curve_examples"], seed=s["seed"],
+                                     batch_size=cfg.eval_batch_size)
+        result.update(epoch=state.get("epoch"), examples=len(y), device=str(dev), eps=cfg.eps, alpha=cfg.alpha,
+                      norm=cfg.norm, data_source=run.record["data_source"],
+                      checkpoint_sha256=run.weights_digest(s["checkpoint"]))
+        log(f"{run.dir.name}: complexity measures of {s['checkpoint']}.pt on {len(y)} training examples in "
+            f"{time.time() - t0:.0f} s")
+        return result
+
+    return run.cached(COMPLEXITY_FILE, complexity_key(s), compute, weights=s["checkpoint"], force=force)
 
 
 # --- Sec. 4.1: robust overfitting -------------------------------------------------------------------------
@@ -691,22 +681,12 @@ def adv_losses_key(which: str = "final", *, eps: float, alpha: float, steps: int
 
 
 def read_adversarial_losses(run_dir, key: str) -> dict | None:
-    """The saved losses of setting ``key`` of a run, ``{"losses", "train_ids", "labels"}`` as numpy arrays and
-    ``"checkpoint"`` (a digest of the checkpoint file they were computed from), or None when the run has none
-    saved under that key."""
-
-    path = Path(run_dir) / ADV_LOSSES_FILE
-    if not path.is_file():
+    """The kept losses of setting ``key`` of a run, ``{"losses", "train_ids", "labels"}`` as numpy arrays, or
+    None when the run has none kept under that key."""
+    values, _ = read_store(Path(run_dir) / ADV_LOSSES_FILE)
+    if key not in values:
         return None
-    with np.load(path, allow_pickle=False) as f:
-        if key not in f.files:
-            return None
-        return {"losses": f[key], "train_ids": f["train_ids"], "labels": f["labels"],
-                "checkpoint": str(f[f"checkpoint|{key}"]) if f"checkpoint|{key}" in f.files else ""}
-
-
-def _file_digest(path) -> str:
-    return file_digest(path)[:16]  # the short form the adversarial-loss files store
+    return {"losses": values[key], "train_ids": values["train_ids"], "labels": values["labels"]}
 
 
 def run_adversarial_losses(run_dir, which: str = "final", *, eps: float | None = None, alpha: float | None = None,
@@ -721,32 +701,26 @@ def run_adversarial_losses(run_dir, which: str = "final", *, eps: float | None =
     is absent. Returns ``{"key", "losses" (N,) float32, "train_ids" (N,), "labels" (N,)}``."""
 
 
-    run_dir = Path(run_dir)
-    cfg, record = read_run(run_dir)
+    run = Run(run_dir)
+    cfg = run.config
     eps, alpha = cfg.eps if eps is None else eps, cfg.alpha if alpha is None else alpha
     norm = cfg.norm if norm is None else norm
     key = adv_losses_key(which, eps=eps, alpha=alpha, steps=steps, norm=norm, seed=seed)
-    # saved losses are reused if computed from this very checkpoint file (a retrained run's are recomputed), or
-    # if the checkpoint is gone (a checkout that carries the run's small files but not its weights)
-    checkpoint = run_dir / f"{which}.pt"
-    digest = _file_digest(checkpoint) if checkpoint.is_file() else None
-    saved = None if force else read_adversarial_losses(run_dir, key)
-    if saved is not None and digest in (None, saved.pop("checkpoint")):
-        return {"key": key, **saved}
-    with np.load(run_dir / "labels.npz", allow_pickle=False) as f:
-        train_ids, labels = f["train_ids"], f["labels"]
-    check_data(run_dir, cfg, record)
-    dev = select_device(device)
-    images = load_split(cfg, train=True).images[torch.from_numpy(train_ids)].to(dev)
-    model, _ = load_weights(run_dir, which, dev)
-    losses = adversarial_losses(model, images, torch.from_numpy(labels).to(dev), eps=eps, alpha=alpha, steps=steps,
-                                norm=norm, seed=seed, batch_size=batch_size or cfg.eval_batch_size).cpu().numpy()
-    path, arrays = run_dir / ADV_LOSSES_FILE, {}
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        if not np.array_equal(arrays.get("train_ids"), train_ids) or not np.array_equal(arrays.get("labels"), labels):
-            arrays = {}  # saved for other examples (a retrained run): stale, dropped
-    arrays.update({"train_ids": train_ids, "labels": labels, key: losses, f"checkpoint|{key}": np.array(digest)})
-    atomic_save_npz(path, **arrays)
-    return {"key": key, "losses": losses, "train_ids": train_ids, "labels": labels}
+    ids, labels, _ = run.train_examples()
+    path = run.dir / ADV_LOSSES_FILE
+    kept, _ = read_store(path)
+    if kept and not (np.array_equal(kept.get("train_ids"), ids.numpy())
+                     and np.array_equal(kept.get("labels"), labels.numpy())):
+        path.unlink()  # kept for other examples (a retrained run): stale
+
+    def compute() -> np.ndarray:
+        dev = select_device(device)
+        model, _ = run.load(which, dev)
+        if not path.is_file():  # the examples the losses are of, once per file
+            write_store(path, {"train_ids": ids.numpy(), "labels": labels.numpy()}, {})
+        return adversarial_losses(model, run.train_images(ids, dev), labels.to(dev), eps=eps, alpha=alpha,
+                                  steps=steps, norm=norm, seed=seed,
+                                  batch_size=batch_size or cfg.eval_batch_size).cpu().numpy()
+
+    losses = run.cached(ADV_LOSSES_FILE, key, compute, weights=which, force=force)
+    return {"key": key, "losses": losses, "train_ids": ids.numpy(), "labels": labels.numpy()}

@@ -3,7 +3,6 @@ the Table-1 row (best, final and best-minus-final for each attack)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -12,11 +11,9 @@ import torch.nn as nn
 
 from memlib.attacks import attack, eval_mode, parse_attack
 from memlib.config import ConfigError
-from memlib.data import balanced_subset, load_split
-from memlib.io import atomic_write_json, load_checkpoint
+from memlib.data import balanced_subset
 from memlib.models import fold_bn as folded_view
-from memlib.runs import (check_data, ensure_weights, make_model, read_run, select_device, uses_amp,
-                         uses_channels_last)
+from memlib.runs import Run, select_device, uses_amp, uses_channels_last
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
 
@@ -51,66 +48,58 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec:
 
 def load_weights(run_dir: str | Path, which: str = "best",
                  device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """The model of a run with the weights of checkpoint ``which`` (best | final | last | epoch_NNN), in eval
-    mode; a record's weights are trained first (``runs.ensure_weights``)."""
-    ensure_weights(run_dir, which)
-    cfg, record = read_run(run_dir)
-    state = load_checkpoint(Path(run_dir) / f"{which}.pt", expect_run_id=record["run_id"])
-    model = make_model(cfg, device)
-    model.load_state_dict(state["model"])
-    return model.eval(), state
+    """The model of a run with the weights of checkpoint ``which`` (``runs.Run.load``)."""
+    return Run(run_dir).load(which, device)
 
 
-def evaluate_run(run_dir: str | Path, attacks: tuple[str, ...] = ("natural", "pgd-10"), *, n: int = 0,
+EVAL_FILE = "eval.json"
+
+
+def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural", "pgd-10"), *, n: int = 0,
                  checkpoints: tuple[str, ...] = ("best", "final"), batch_size: int = 500, seed: int | None = None,
                  device: str = "auto", force: bool = False, log=print) -> dict:
-    """Evaluate checkpoints of a run on all (n = 0) or n class-balanced test examples; results are cached
-    in ``eval.json`` under ``"<checkpoint>|<attack>|n=<n>|seed=<seed>"`` and returned as
-    ``{checkpoint: {attack: acc}}``. The subset's default seed is the one training used for its per-epoch
-    test subset, so with ``n = test_subset`` the best epoch is chosen and reported on the same images, as in
-    the paper (which uses the whole test set for both)."""
+    """Evaluate checkpoints of a run on all (n = 0) or n class-balanced test examples; each result is kept in
+    the run's ``eval.json`` (``Run.cached``, with the checkpoint's digest) under
+    ``"<checkpoint>|<attack>|n=<n>|seed=<seed>"``, and returned as ``{checkpoint: {"epoch", attack: acc}}``.
+    The subset's default seed is the one training used for its per-epoch test subset, so with
+    ``n = test_subset`` the best epoch is chosen and reported on the same images, as in the paper (which uses
+    the whole test set for both)."""
     for spec in attacks:
         parse_attack(spec)
     if n < 0 or batch_size < 1:
         raise ConfigError(f"n must be >= 0 (0 = all test examples) and batch_size >= 1; got n={n}, "
                           f"batch_size={batch_size}")
-    run_dir = Path(run_dir)
-    cfg, record = read_run(run_dir)  # a damaged config.json is one line
+    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
+    cfg = run.config  # a damaged config.json is one line
     seed = cfg.data_seed + 1 if seed is None else seed
-    check_data(run_dir, cfg, record)  # the same source, and the same files where the record has their digest
+    run.check_data()  # the same source, and the same files where the record has their digest
     dev = select_device(device)
-    cache_path = run_dir / "eval.json"
-    try:
-        cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    except ValueError:
-        raise ConfigError(f"{cache_path} is damaged; delete it (its results are computed again)") from None
     fmt = torch.channels_last if uses_channels_last(cfg, dev) else torch.contiguous_format
-    results: dict = {}
-    images = labels = None
-    for which in checkpoints:
-        keys = {spec: f"{which}|{spec}|n={n}|seed={seed}" for spec in attacks}
-        if not force and all(k in cache for k in keys.values()):  # cached: no weights or images needed
-            results[which] = {"epoch": cache[next(iter(keys.values()))]["epoch"] if keys else None,
-                              **{spec: cache[k]["acc"] for spec, k in keys.items()}}
-            continue
-        if images is None:
-            test = load_split(cfg, train=False)
+    loaded: dict = {}  # the test subset and each checkpoint's model, only once a result must be computed
+
+    def measure(which: str, spec: str) -> dict:
+        if "images" not in loaded:
+            test = run.test_set()
             ids = balanced_subset(test.labels, n, seed)
-            images, labels = test.images[ids].to(dev), test.labels[ids].to(dev)
-        model, state = load_weights(run_dir, which, dev)
-        results[which] = {"epoch": state.get("epoch")}
-        for spec in attacks:
-            key = keys[spec]
-            if key not in cache or force:
-                torch.manual_seed(seed)
-                t0 = time.time()
-                acc = accuracy(model, images, labels, spec, eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm,
-                               batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt, fold_bn=cfg.fold_bn)
-                cache[key] = {"acc": acc, "epoch": state.get("epoch"), "seconds": time.time() - t0,
-                              "n": len(labels), "data_source": record["data_source"]}
-                atomic_write_json(cache_path, cache)
-                log(f"{run_dir.name} {which} (epoch {state.get('epoch')}) {spec}: {100 * acc:.2f}%")
-            results[which][spec] = cache[key]["acc"]
+            loaded["images"], loaded["labels"] = test.images[ids].to(dev), test.labels[ids].to(dev)
+        if which not in loaded:
+            loaded[which] = run.load(which, dev)
+        (model, state), images, labels = loaded[which], loaded["images"], loaded["labels"]
+        torch.manual_seed(seed)
+        t0 = time.time()
+        acc = accuracy(model, images, labels, spec, eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm,
+                       batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt, fold_bn=cfg.fold_bn)
+        log(f"{run.dir.name} {which} (epoch {state.get('epoch')}) {spec}: {100 * acc:.2f}%")
+        return {"acc": acc, "epoch": state.get("epoch"), "seconds": time.time() - t0, "n": len(labels),
+                "data_source": run.record["data_source"]}
+
+    results: dict = {}
+    for which in checkpoints:
+        entries = {spec: run.cached(EVAL_FILE, f"{which}|{spec}|n={n}|seed={seed}",
+                                    lambda w=which, a=spec: measure(w, a), weights=which, force=force)
+                   for spec in attacks}
+        epoch = next(iter(entries.values()))["epoch"] if entries else None
+        results[which] = {"epoch": epoch, **{spec: e["acc"] for spec, e in entries.items()}}
     return results
 
 

@@ -20,6 +20,9 @@ import torch
 from memlib.config import MemlibError
 
 
+CHECKPOINT_FORMAT = "memlib-checkpoint-1"  # written into every checkpoint, checked on loading
+
+
 class CheckpointError(MemlibError):
     """A checkpoint that cannot be trusted: missing, corrupt, truncated, unsafe or from another run."""
 
@@ -107,7 +110,7 @@ def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:
                                   f"tensors (possibly malicious); nothing was executed") from None
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or not a torch checkpoint "
                               f"({type(exc).__name__}); it was not loaded") from None
-    if not isinstance(state, dict) or "format" not in state or state.get("format") != "memlib-checkpoint-1":
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a memlib checkpoint")
     if expect_run_id is not None and state.get("run_id") != expect_run_id:
         raise CheckpointError(f"{path} belongs to run {state.get('run_id')!r}, not {expect_run_id!r} "
@@ -115,17 +118,56 @@ def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:
     return state
 
 
-def json_cache(path: str | Path, key: str, compute):
-    """``compute()`` once per ``key``: results live in the JSON file ``path`` (a dict keyed by strings that
-    name the measurement's settings), so a re-executed notebook reuses them and tables can be built from them.
-    The result must be JSON-serializable (numbers, lists, dicts)."""
+# --- the store behind ``runs.Run.cached``: results keyed by their settings, each with its weights' digest ---
+# JSON: {key: value}; a dict value carries its digest as "checkpoint_sha256", other values in the map
+# "__weights__". An .npz file: {key: array, "checkpoint|<key>": digest}, plus the run-level arrays its writer
+# adds (the format adv_losses.npz always had).
+DIGESTS, DIGEST_FIELD = "__weights__", "checkpoint_sha256"
+
+
+def read_store(path: str | Path) -> tuple[dict, dict]:
+    """({key: value}, {key: digest of the weights it was computed on}) of a result file; empty when absent."""
     path = Path(path)
-    cache = json.loads(path.read_text()) if path.is_file() else {}
-    if key not in cache:
-        cache[key] = compute()
-        fresh = json.loads(path.read_text()) if path.is_file() else {}  # keep what others wrote meanwhile
-        atomic_write_json(path, {**fresh, key: cache[key]})
-    return cache[key]
+    if not path.is_file():
+        return {}, {}
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            values = {k: f[k] for k in f.files if not k.startswith("checkpoint|")}
+            digests = {k.split("|", 1)[1]: str(f[k]) for k in f.files if k.startswith("checkpoint|")}
+        return values, {k: d for k, d in digests.items() if d and d != "None"}
+    try:
+        values = json.loads(path.read_text())
+    except ValueError:
+        raise MemlibError(f"{path} is damaged; delete it (its results are computed again)") from None
+    digests = values.pop(DIGESTS, {})
+    digests.update({k: v[DIGEST_FIELD] for k, v in values.items() if isinstance(v, dict) and v.get(DIGEST_FIELD)})
+    return values, digests
+
+
+def write_store(path: str | Path, entries: dict, digests: dict) -> None:
+    """Add ``entries`` (with their ``digests``) to a result file atomically, keeping the other keys as they are
+    on disk now (another process may have written some meanwhile)."""
+    path = Path(path)
+    values, known = read_store(path)
+    values.update(entries)
+    known.update({k: d for k, d in digests.items() if d})
+    if path.suffix == ".npz":
+        atomic_save_npz(path, **values, **{f"checkpoint|{k}": np.array(d) for k, d in known.items()})
+        return
+    for key, value in values.items():
+        if isinstance(value, dict) and key in known:
+            values[key] = {**value, DIGEST_FIELD: known.pop(key)}
+    atomic_write_json(path, {**values, **({DIGESTS: known} if known else {})})
+
+
+def json_cache(path: str | Path, key: str, compute):
+    """``compute()`` once per ``key`` in the result file ``path`` (no weights digest): ``runs.Run.cached``
+    without weights."""
+    values, _ = read_store(path)
+    if key not in values:
+        values[key] = compute()
+        write_store(path, {key: values[key]}, {})
+    return values[key]
 
 
 def file_digest(path: str | Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from memlib.config import ConfigError, RunConfig, read_yaml
+from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from memlib.plan import describe, estimate, plan_notebook, speed_factor
 from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
@@ -51,8 +51,11 @@ def notebook_parameters(path: Path) -> set[str]:
 def load_params(project: Path, name: str, tier: str) -> dict:
     """A tier's parameters of a notebook, checked before anything runs: every key must be a parameter of
     the notebook (papermill would only warn), and every ``base`` dict must be a valid RunConfig."""
-    values = read_yaml(project / "params" / name / f"{tier}.yaml", "notebook parameters")
     path = project / "params" / name / f"{tier}.yaml"
+    try:  # shared bases named by reference are passed to the notebook as their values
+        values = resolve_bases(read_yaml(path, "notebook parameters"), project)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     known = notebook_parameters(project / "notebooks" / f"{name}.ipynb")
     unknown = sorted(set(values) - known)
     if unknown:

@@ -27,12 +27,14 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from memlib import __version__
 from memlib.config import ConfigError, MemlibError, RunConfig
-from memlib.data import NUM_CLASSES, DataError, data_digest, resolve_source, source_label
+from memlib.data import NUM_CLASSES, DataError, data_digest, load_split, resolve_source, source_label
+from memlib.io import file_digest, load_checkpoint, read_store, write_store
 from memlib.models import build_model
 
 # Per-channel statistics used only when ``normalize: true`` (the authors feed raw [0, 1] pixels).
@@ -323,3 +325,135 @@ def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None
         raise WeightsUnavailable(f"the weights of run {run_dir.name} ({which}.pt) are not on this machine; import "
                                  f"memlib.train (it trains records again) or run `python -m memlib reproduce`")
     _retrain(run_dir, log=log)
+
+
+# --- one run folder ---------------------------------------------------------------------------------------
+
+class Run:
+    """One run folder, read once: its config, record and metrics, the best-epoch rule, its checkpoints and
+    model, its training examples (the data checked once), and the cache of results computed from its weights.
+
+    ``Run(path)`` for an existing folder, ``Run.of(cfg)`` for the folder a config trains into. Reading is lazy
+    and cached on the object: make a new ``Run`` (or call ``refresh``) to see a run that is still training."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self._data_checked = False
+        self._digests: dict = {}
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "Run":
+        return cls(run_dir_for(cfg)[0])
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.dir)!r})"
+
+    def refresh(self) -> "Run":
+        for name in ("record", "config", "metrics"):
+            self.__dict__.pop(name, None)
+        self._digests = {}
+        return self
+
+    # records
+    @functools.cached_property
+    def record(self) -> dict:
+        return read_record(self.dir)
+
+    @functools.cached_property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(_local(self.record["config"], self.dir))
+
+    @functools.cached_property
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.dir)
+
+    @property
+    def evaluated(self) -> list[dict]:
+        """The epochs with accuracies (every ``eval_every``-th and the last)."""
+        return [m for m in self.metrics if "test_rob_acc" in m]
+
+    @property
+    def best(self) -> dict | None:
+        """The metrics of the epoch ``best.pt`` holds (``is_better``)."""
+        return best_row(self.metrics)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return best_epoch(self.metrics)
+
+    @property
+    def final(self) -> dict | None:
+        """The metrics of the last evaluated epoch (``final.pt``)."""
+        rows = self.evaluated
+        return rows[-1] if rows else None
+
+    @property
+    def state(self) -> tuple[str, int]:
+        return run_state(self.dir)
+
+    # weights
+    def checkpoint(self, which: str = "final") -> Path:
+        return self.dir / f"{which}.pt"
+
+    def load(self, which: str = "best", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+        """The model with the weights of checkpoint ``which`` (best | final | last | epoch_NNN), in eval mode,
+        and the checkpoint's state; a record's weights are trained first (``ensure_weights``)."""
+        ensure_weights(self.dir, which)
+        state = load_checkpoint(self.checkpoint(which), expect_run_id=self.record["run_id"])
+        model = make_model(self.config, device)
+        model.load_state_dict(state["model"])
+        return model.eval(), state
+
+    def weights_digest(self, which: str) -> str | None:
+        """The sha256 of checkpoint ``which``, None when it is not on disk (a record); computed once per file
+        version (size and modification time)."""
+        path = self.checkpoint(which)
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        key = (which, stat.st_size, stat.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
+
+    # data
+    def check_data(self) -> None:
+        """Check, once, that the data the config resolves to is the data the run was trained on (``check_data``)."""
+        if not self._data_checked:
+            check_data(self.dir, self.config, self.record)
+            self._data_checked = True
+
+    def train_examples(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(example ids, labels trained on, true labels) of the run's training set, from ``labels.npz``."""
+        with np.load(self.dir / "labels.npz", allow_pickle=False) as f:
+            return tuple(torch.from_numpy(f[k]).long() for k in ("train_ids", "labels", "true_labels"))
+
+    def train_images(self, ids: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The run's training images ``ids`` (uint8, un-augmented), after the data check."""
+        self.check_data()
+        return load_split(self.config, train=True).images[ids].to(device)
+
+    def test_set(self):
+        self.check_data()
+        return load_split(self.config, train=False)
+
+    # results computed from the weights
+    def cached(self, file: str, key: str, compute, weights: str | None = None, force: bool = False):
+        """``compute()`` once per ``key``, kept in the result file ``file`` of the run folder (JSON, or .npz for
+        arrays) with the digest of checkpoint ``weights`` it was computed on. A kept result is reused when that
+        checkpoint is the same file or is not on disk (a record); a retrained run's results are computed again.
+        The one cache of per-run analyses: evaluation (``eval.json``), complexity measures, adversarial losses,
+        the convergence analyses."""
+        path = self.dir / file
+        values, digests = read_store(path)
+        digest = self.weights_digest(weights) if weights else None
+        kept = digests.get(key)
+        if not force and key in values and (digest is None or kept is None or digest.startswith(kept)):
+            return values[key]
+        value = compute()  # a record's weights may be trained meanwhile: the digest is of what was used
+        write_store(path, {key: value}, {key: self.weights_digest(weights) if weights else None})
+        return value
+
+    def cached_value(self, file: str, key: str):
+        """A kept result (``cached``) without computing anything: None when there is none."""
+        return read_store(self.dir / file)[0].get(key)
