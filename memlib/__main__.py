@@ -62,7 +62,7 @@ def _plan(args) -> int:
     from dataclasses import asdict
 
     from memlib.config import ConfigError
-    from memlib.plan import describe, plan_notebook, speed_factor
+    from memlib.plan import describe, gpu_rate, measure_rate, plan_tier, totals
     from memlib.report import TIERS
     from memlib.reproduce import notebooks
     from memlib.runs import project_root
@@ -76,13 +76,18 @@ def _plan(args) -> int:
         raise ConfigError(f"no notebook with {args.tier} parameters named {', '.join(sorted(set(only) - set(names)))}; "
                           f"have: {', '.join(names)}")
     names = [n for n in names if n in only] if only else names
-    plans = [plan_notebook(project, args.tier, name) for name in names]
-    factor = speed_factor(project, log=lambda m: None) if any(p.to_train() for p in plans) else None
+    plans = plan_tier(project, args.tier, names)
+    rate, gpu = measure_rate(), gpu_rate(project)
     if args.json:
-        print(json.dumps({"tier": args.tier, "speed_factor": factor, "notebooks": [asdict(p) for p in plans]},
-                         indent=2))
+        runs = {r.path: asdict(r) for nb in plans for r in nb.runs}
+        print(json.dumps({"tier": args.tier, "cpu_flops_per_s": rate, "h100_flops_per_s": gpu, "totals": totals(plans),
+                          "notebooks": [{"name": nb.name, "known": nb.known, "runs": [r.path for r in nb.runs],
+                                         "last_seconds": nb.last_seconds} for nb in plans],
+                          "runs": runs}, indent=2))
     else:
-        print("\n".join([f"plan of the {args.tier} tier:", *describe(plans, factor)]))
+        print("\n".join([f"plan of the {args.tier} tier (this machine: {rate / 1e9:.0f} GFLOP/s in one process; "
+                          f"one H100: {gpu / 1e12:.0f} TFLOP/s on the full ResNet-18):",
+                          *describe(plans, rate, gpu, verbose=True)]))
     return 0
 
 

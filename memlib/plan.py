@@ -1,46 +1,62 @@
-"""What a batch will do before it does it: each notebook's runs, their state, and what training them costs here.
+"""What a tier costs before anything runs: every unique run of its notebooks, its state, and its cost.
 
-The runs of a notebook are those its last execution used (``outputs/<tier>/manifest/<notebook>.json``), and
-the runs whose weights it loaded are in its status (``status/<notebook>.json``, or ``.render/status/`` for a
-render). For each run the plan says one of:
+The runs are the notebooks' declared experiments (``memlib.experiments``), deduplicated across notebooks (a
+run shared by two notebooks is one folder and is counted once). For each run the plan says:
 
-* ``reuse``: finished, with its weights on this machine;
-* ``render``: a record (metrics and cached analyses, no weights) that the notebook rebuilds its tables from;
-* ``train``: a record whose weights the notebook needs, a stopped run (resumed after its last epoch) or a
-  run with nothing on disk.
-
-The time of a run to train is its recorded training time scaled by this machine's measured speed: one
-PGD-AT step of the quick tier's model is timed here and compared with the committed CPU benchmark
-(``benchmarks/results/cpu-1thread.json``), on which the quick tier's records were made. A run without any
-record has no estimate. A notebook's own time (evaluations, analyses, figures) is its last execution's.
+* its state: ``finished`` (with weights), ``record`` (metrics and cached analyses, no weights), ``stopped``
+  after epoch k (resumed from there), or ``missing``;
+* what the batch does with it: ``reuse`` (finished), ``render`` (a record the tables are rebuilt from),
+  ``train`` (missing, stopped, or a record whose weights a notebook loads: its last status says so);
+* its cost in floating-point operations, from the model's FLOPs per example (counted once per architecture)
+  times the examples times the passes (``run_flops``), shown as time on this machine (its FLOP rate measured
+  on one PGD-AT step of the quick model, one thread) and as hours on one H100 (the rate of the committed
+  benchmark ``benchmarks/results/cuda-final.json``, the full ResNet-18 in bf16: small models reach less of it).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memlib.config import MemlibError
+from memlib.config import MemlibError, RunConfig
 from memlib.io import read_json
 from memlib.runs import read_metrics, run_state
 
-REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # memlib's PGD-AT rate of the quick model, 1 thread
+CPU_REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # the quick records' machine, 1 thread
+GPU_REFERENCE = Path("benchmarks") / "results" / "cuda-final.json"  # one H100, ResNet-18, PGD-10, bf16
+SIZES = {"cifar10": (50000, 10000), "cifar100": (50000, 10000), "svhn": (73257, 26032)}  # (train, test)
+# gradient steps of an attack named in a notebook's ``attacks`` (AutoAttack: APGD-CE, APGD-T, FAB-T and
+# Square on the points still robust; a rough equivalent, its cost varies with the model's robustness)
+AUTOATTACK_STEPS = 1000
 
 
 @dataclass
 class RunPlan:
     path: str  # the run folder, relative to the project
     state: str  # finished | record | stopped | missing (memlib.runs.run_state), or damaged
-    action: str  # reuse | render | train
+    action: str = "render"  # reuse | render | train
     epochs_done: int = 0
-    recorded_seconds: float | None = None  # training time in its records (None: nothing recorded)
+    epochs: int = 0
+    notebooks: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)  # runs whose checkpoints it starts from or distills
+    flops: float = 0.0  # the whole run: training, per-epoch evaluation, its notebooks' evaluations
+    recorded_seconds: float | None = None  # training time in its records
+
+    @property
+    def flops_to_go(self) -> float:
+        """What training it now costs: all of it, or the epochs after a stop."""
+        if self.state == "stopped" and self.epochs:
+            return self.flops * max(0, self.epochs - self.epochs_done) / self.epochs
+        return self.flops
 
 
 @dataclass
 class NotebookPlan:
     name: str
-    known: bool  # False: no earlier execution, so its runs are not known before it runs
+    known: bool  # False: neither declared nor executed before, so its runs are not known
     runs: list[RunPlan] = field(default_factory=list)
     last_seconds: float | None = None  # its last execution, less the training it did then
 
@@ -48,56 +64,138 @@ class NotebookPlan:
         return [r for r in self.runs if r.action == "train"]
 
 
-def plan_notebook(project: Path, tier: str, name: str, records_only: bool = False) -> NotebookPlan:
+def plan_tier(project: Path, tier: str, names: list[str], records_only: bool = False) -> list[NotebookPlan]:
+    """The plans of notebooks ``names``; a run shared by several is one ``RunPlan`` object in each."""
+    shared: dict[str, RunPlan] = {}
+    plans = [plan_notebook(project, tier, name, records_only, shared) for name in names]
+    return plans
+
+
+def plan_notebook(project: Path, tier: str, name: str, records_only: bool = False,
+                  shared: dict | None = None) -> NotebookPlan:
+    """One notebook's runs: its declared experiment, or (a notebook without one) the runs of its last
+    execution's manifest."""
+    from memlib import experiments
+
+    project = Path(project)
+    shared = {} if shared is None else shared
     out = project / "outputs" / tier
-    manifest_path, status_path = out / "manifest" / f"{name}.json", out / "status" / f"{name}.json"
-    status, manifest = read_json(status_path), read_json(manifest_path)
-    nb = NotebookPlan(name, manifest_path.is_file(), last_seconds=_own_seconds(project, status, manifest))
-    if not nb.known:
-        return nb
-    # runs whose weights its last execution (or render) asked for
+    status, manifest = read_json(out / "status" / f"{name}.json"), read_json(out / "manifest" / f"{name}.json")
     needs_weights = set(status.get("weights", [])) | set(read_json(out / ".render" / "status" / f"{name}.json")
                                                          .get("weights", []))
-    for rel in manifest.get("runs", []):
-        run_dir = project / rel
-        try:
-            state, done = run_state(run_dir)
-            metrics = read_metrics(run_dir)  # a record being trained again: the record's
-        except MemlibError:  # a damaged record: the notebook will say so; the plan goes on
-            nb.runs.append(RunPlan(rel, "damaged", "train"))
-            continue
-        seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
-        if state == "stopped" and metrics:  # the epochs still to go, at its own pace
-            epochs = read_json(run_dir / "config.json").get("config", {}).get("epochs", len(metrics))
-            seconds = seconds / len(metrics) * max(0, epochs - len(metrics))
-        if state == "finished":
-            action = "reuse"
-        elif state == "record" and (records_only or rel not in needs_weights):
-            action = "render"
-        else:
-            action = "train"
-        nb.runs.append(RunPlan(rel, state, action, done, seconds))
+    declared = None
+    if name in experiments.registered():
+        p = experiments.params(name, tier, project)
+        declared = experiments.declare(name, p, out / "runs", project / "data")
+        runs = {os.path.relpath(d, project): cfg for d, cfg in declared.unique().items()}
+        extra = _notebook_flops_per_run(p)
+    else:
+        runs, extra = {rel: None for rel in manifest.get("runs", [])}, 0.0
+    nb = NotebookPlan(name, declared is not None or bool(manifest), last_seconds=_own_seconds(project, status,
+                                                                                              manifest))
+    for rel, cfg in runs.items():
+        if rel not in shared:
+            shared[rel] = _run_plan(project, rel, cfg)
+        r = shared[rel]
+        r.notebooks.append(name)
+        r.flops += extra
+        if declared is not None:
+            r.needs = sorted(os.path.relpath(d, project) for d in declared.needs.get(project / rel, []))
+        if r.state == "finished":
+            r.action = "reuse"
+        elif r.state in ("stopped", "missing", "damaged") or (r.state == "record" and not records_only
+                                                            and rel in needs_weights):
+            r.action = "train"
+        nb.runs.append(r)
     return nb
 
 
-def _own_seconds(project: Path, status: dict, manifest: dict) -> float | None:
-    """The notebook's last execution less the training it did then (recorded since the batch records it;
-    for older statuses, less its runs' recorded training, as if all of them had been trained then, two at a
-    time, but at least a tenth of it)."""
-    if "seconds" not in status:
-        return None
-    if "training_seconds" in status:
-        return max(0.0, status["seconds"] - status["training_seconds"])
-    trained = sum(m.get("time", 0.0) for r in manifest.get("runs", []) for m in read_metrics(project / r)) / 2
-    return max(0.1 * status["seconds"], status["seconds"] - trained)
+def _run_plan(project: Path, rel: str, cfg: RunConfig | None) -> RunPlan:
+    run_dir = project / rel
+    try:
+        state, done = run_state(run_dir)
+        metrics = read_metrics(run_dir)
+    except MemlibError:  # a damaged record: the notebook will say so; the plan goes on
+        return RunPlan(rel, "damaged", "train")
+    if cfg is None and (run_dir / "config.json").is_file():
+        from memlib.runs import read_run
+        cfg = read_run(run_dir)[0]
+    seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
+    return RunPlan(rel, state, "render", done, cfg.epochs if cfg else 0, flops=run_flops(cfg) if cfg else 0.0,
+                   recorded_seconds=seconds)
 
 
-def measure_speed(threads: int = 1, batches: int = 2) -> float:
-    """Examples per second of memlib's PGD-AT training step (PGD-10, batch 128) on the quick tier's model
-    (ResNet-18 at width 0.125), here, with ``threads`` torch threads."""
+# --- cost ------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def forward_flops(model: str, width: float, dataset: str) -> float:
+    """FLOPs of one forward pass of one 32x32 example (torch's FlopCounterMode: 2 per multiply-add), counted
+    once per architecture, under a forked RNG (counting must not move a run's random stream)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from memlib.data import NUM_CLASSES
+    from memlib.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        net = build_model(model, num_classes=NUM_CLASSES[dataset], width=width).eval()
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            net(torch.zeros(1, 3, 32, 32))
+    return float(counter.get_total_flops())
+
+
+def step_flops(cfg: RunConfig) -> float:
+    """FLOPs of one training example of one epoch: the training attack's steps (a forward and a backward to
+    the input, 2 forwards' worth each), the update (forward and backward, 3), teachers' forwards, and twice all
+    of it for a method with a peer network (Co-teaching). PGD-10 gives 23 forwards: the benchmark's count."""
+    f = forward_flops(cfg.model, cfg.width, cfg.dataset)
+    steps = 0 if cfg.method == "standard" else (1 if cfg.train_attack == "fgsm" else cfg.steps)
+    extra = {"trades": 1, "trades_te": 1, "mix": 3, "kd_swa": 1 + bool(cfg.kd_std_teacher)}.get(cfg.method, 0)
+    nets = 2 if cfg.method == "coteaching" else 1
+    return f * nets * (2 * steps + 3 + extra)
+
+
+def run_flops(cfg: RunConfig) -> float:
+    """FLOPs of training a run: every epoch's training examples (``step_flops``), and the per-epoch evaluation
+    (natural and PGD-``eval_steps`` accuracy on the test subset and the training-evaluation subset, every
+    ``eval_every`` epochs and at the last)."""
+    f = forward_flops(cfg.model, cfg.width, cfg.dataset)
+    full_train, full_test = SIZES[cfg.dataset]
+    n_train = min(cfg.train_subset or full_train, full_train)
+    n_eval = min(cfg.test_subset or full_test, full_test) + min(cfg.train_eval_subset or n_train, n_train)
+    evaluations = len({e for e in range(1, cfg.epochs + 1) if e % cfg.eval_every == 0} | {cfg.epochs})
+    return cfg.epochs * n_train * step_flops(cfg) + evaluations * n_eval * f * (2 + 2 * cfg.eval_steps)
+
+
+def _notebook_flops_per_run(p: dict) -> float:
+    """A notebook's evaluation of each of its runs' best and final checkpoints under its ``attacks`` on
+    ``eval_n`` test images, in forwards of the base model (0 when it has none)."""
+    attacks, base = p.get("attacks") or [], p.get("base") or {}
+    if not attacks or not isinstance(base, dict):
+        return 0.0
+    cfg = RunConfig(**base)
+    n = p.get("eval_n") or SIZES[cfg.dataset][1]
+    steps = sum(1 if a == "natural" else 2 * AUTOATTACK_STEPS if a == "autoattack" else 1 + 2 * int(a.split("-")[1])
+                for a in attacks)
+    return 2 * n * steps * forward_flops(cfg.model, cfg.width, cfg.dataset)
+
+
+def _reference_rate(project: Path, path: Path, model: str, width: float) -> float | None:
+    """FLOP/s of a committed benchmark: its PGD-AT examples per second times ``step_flops`` of its model."""
+    ref = read_json(project / path).get("memlib_median")
+    return ref * step_flops(RunConfig(model=model, width=width)) if ref else None
+
+
+def gpu_rate(project: Path) -> float | None:
+    return _reference_rate(project, GPU_REFERENCE, "resnet18", 1.0)
+
+
+def measure_rate(threads: int = 1, batches: int = 2) -> float:
+    """FLOP/s here: memlib's PGD-AT training step (PGD-10, batch 128) on the quick tier's model (ResNet-18 at
+    width 0.125), timed with ``threads`` torch threads."""
     import torch
 
-    from memlib.config import RunConfig
     from memlib.methods import METHODS, Context
     from memlib.runs import make_model
     from memlib.train import make_optimizer, train_step
@@ -106,73 +204,83 @@ def measure_speed(threads: int = 1, batches: int = 2) -> float:
     torch.set_num_threads(threads)
     try:
         cfg = RunConfig(model="resnet18", width=0.125, device="cpu")
-        gen = torch.Generator().manual_seed(0)
-        model = make_model(cfg, "cpu")
-        optimizer = make_optimizer(cfg, model)
-        x, y = torch.rand(128, 3, 32, 32, generator=gen), torch.randint(0, 10, (128,), generator=gen)
-        ctx = Context(cfg, 1, torch.zeros(128, 10))
-        idx = torch.arange(128)
-        if torch.get_num_threads() == 1:
-            x = x.contiguous(memory_format=torch.channels_last)
-        train_step(model, optimizer, METHODS["pgd_at"], ctx, False, x, y, idx)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            train_step(model, optimizer, METHODS["pgd_at"], ctx, False, x, y, idx)
-        return 128 * batches / (time.perf_counter() - t0)
+        with torch.random.fork_rng(devices=[]):
+            gen = torch.Generator().manual_seed(0)
+            model = make_model(cfg, "cpu")
+            optimizer = make_optimizer(cfg, model)
+            x, y = torch.rand(128, 3, 32, 32, generator=gen), torch.randint(0, 10, (128,), generator=gen)
+            ctx, idx = Context(cfg, 1, torch.zeros(128, 10)), torch.arange(128)
+            if torch.get_num_threads() == 1:
+                x = x.contiguous(memory_format=torch.channels_last)
+            train_step(model, optimizer, METHODS["pgd_at"], ctx, False, x, y, idx)  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                train_step(model, optimizer, METHODS["pgd_at"], ctx, False, x, y, idx)
+            seconds = time.perf_counter() - t0
+        return 128 * batches / seconds * step_flops(cfg)
     finally:
         torch.set_num_threads(before)
 
 
-def speed_factor(project: Path, log=print) -> float | None:
-    """How much longer training takes here than on the machine of the committed benchmark (None: unknown)."""
-    ref = read_json(project / REFERENCE).get("memlib_median")
-    if not ref:
+def estimate(nb: NotebookPlan, rate: float | None, jobs: int = 1) -> float | None:
+    """Seconds this notebook will take here: its last execution's own time plus the training it must do at
+    FLOP rate ``rate`` per process, ``jobs`` runs at a time. None without a rate when it must train."""
+    train = nb.to_train()
+    if train and not rate:
         return None
-    here = measure_speed()
-    log(f"measured speed here: {here:.0f} examples/s for a PGD-AT step of the quick model (1 thread); "
-        f"the committed records' machine: {ref:.0f}")
-    return ref / here
-
-
-def estimate(nb: NotebookPlan, factor: float | None, jobs: int = 2) -> float | None:
-    """Seconds this notebook will take: its last execution, plus the training it must do (runs trained
-    ``jobs`` at a time) at this machine's speed. None when a run to train has no record or no speed is known."""
-    if not nb.known:
-        return None
-    train = [r.recorded_seconds for r in nb.to_train()]
-    if any(s is None for s in train) or (train and factor is None):
-        return None
-    training = sum(s * factor for s in train) / max(1, min(jobs, len(train))) if train else 0.0
+    training = sum(r.flops_to_go for r in train) / rate / max(1, min(jobs, len(train))) if train else 0.0
     return (nb.last_seconds or 0.0) + training
 
 
-def describe(plans: list[NotebookPlan], factor: float | None, jobs: int = 2) -> list[str]:
-    """The plan as lines of text: per notebook its runs by action, then the totals."""
-    lines, total, unknown = [], 0.0, []
+def _own_seconds(project: Path, status: dict, manifest: dict) -> float | None:
+    """The notebook's last execution less the training it did then."""
+    if "seconds" not in status:
+        return None
+    if "training_seconds" in status:
+        return max(0.0, status["seconds"] - status["training_seconds"])
+    trained = sum(m.get("time", 0.0) for r in manifest.get("runs", []) for m in read_metrics(project / r)) / 2
+    return max(0.1 * status["seconds"], status["seconds"] - trained)
+
+
+def totals(plans: list[NotebookPlan]) -> dict:
+    """Unique runs, and FLOPs of all of them and of those to train, over the notebooks (shared runs once)."""
+    runs = {r.path: r for nb in plans for r in nb.runs}
+    return {"runs": len(runs), "to_train": sum(r.action == "train" for r in runs.values()),
+            "flops": sum(r.flops for r in runs.values()),
+            "flops_to_train": sum(r.flops_to_go for r in runs.values() if r.action == "train")}
+
+
+def describe(plans: list[NotebookPlan], rate: float | None, gpu: float | None = None, jobs: int = 1,
+             verbose: bool = False) -> list[str]:
+    """The plan as lines of text: per notebook its runs by action and cost, then the tier's totals."""
+    def cost(flops: float) -> str:
+        here = f"{_duration(flops / rate)} here" if rate else "unknown time here"
+        return here + (f", {flops / gpu / 3600:.2f} H100-h" if gpu else "")
+
+    lines = []
     for nb in plans:
         if not nb.known:
-            lines.append(f"  {nb.name}: no earlier execution here, so its runs are known only once it runs")
-            unknown.append(nb.name)
+            lines.append(f"  {nb.name}: no declared experiment or earlier execution: runs known once it runs")
             continue
         by = {a: [r for r in nb.runs if r.action == a] for a in ("reuse", "render", "train")}
-        secs = estimate(nb, factor, jobs)
-        total += secs or 0.0
-        if secs is None:
-            unknown.append(nb.name)
-        lines.append(f"  {nb.name}: {len(nb.runs)} run(s): {len(by['reuse'])} reused with weights, "
-                     f"{len(by['render'])} re-rendered from records, {len(by['train'])} to train; "
-                     f"estimated {_duration(secs)}")
-        for r in by["train"]:
-            why = {"record": "record without the weights it needs", "stopped": f"stopped after epoch "
-                   f"{r.epochs_done}, resumed", "missing": "not trained yet", "damaged": "damaged record"}[r.state]
-            cost = _duration(r.recorded_seconds * factor) if r.recorded_seconds is not None and factor else "unknown"
-            lines.append(f"      train {Path(r.path).name} ({why}): about {cost} of one core")
-    lines.append(f"  total: about {_duration(total)}" + (f", plus {', '.join(unknown)} (no estimate)" if unknown
-                                                          else ""))
+        lines.append(f"  {nb.name}: {len(nb.runs)} run(s) ({cost(sum(r.flops for r in nb.runs))} in all): "
+                     f"{len(by['reuse'])} reused with weights, {len(by['render'])} re-rendered from records, "
+                     f"{len(by['train'])} to train; estimated {_duration(estimate(nb, rate, jobs))}")
+        for r in nb.runs if verbose else by["train"]:
+            state = {"finished": "finished with weights", "record": "record only",
+                     "stopped": f"stopped after epoch {r.epochs_done} of {r.epochs}", "missing": "missing",
+                     "damaged": "damaged record"}[r.state]
+            shared = f"; also in {', '.join(n for n in r.notebooks if n != nb.name)}" if len(r.notebooks) > 1 else ""
+            lines.append(f"      {r.action} {Path(r.path).name} ({state}{shared}): {cost(r.flops_to_go)}")
+    t = totals(plans)
+    lines.append(f"  total: {t['runs']} unique run(s), {cost(t['flops'])} to train all of them; "
+                 f"{t['to_train']} to train now: {cost(t['flops_to_train'])}")
     return lines
 
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "an unknown time"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"

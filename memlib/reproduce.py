@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from memlib.plan import describe, estimate, plan_notebook, speed_factor
+from memlib.plan import describe, estimate, gpu_rate, measure_rate, plan_tier
 from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
 from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
 
@@ -255,18 +255,19 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
                               f"have: {', '.join(names)}")
         names = [n for n in names if n in only]
     params = {name: load_params(project, name, tier) for name in names}  # all checked before anything runs
-    plans = [plan_notebook(project, tier, name, records_only) for name in names]
+    plans = plan_tier(project, tier, names, records_only)
     # what can be shown at once is shown first: notebooks with nothing to train that share no run with one
     # that trains (a record trained again may change, and they must show the same run)
     training = {r.path for p in plans for r in p.to_train()}
     plans.sort(key=lambda p: not p.known or bool({r.path for r in p.runs} & training))
     names = [p.name for p in plans]
-    factor = speed_factor(project, log) if measure and any(p.to_train() for p in plans) else None
+    rate = measure_rate() if measure and training else None
     what = "re-render from records (nothing is trained)" if records_only else "reproduce"
     log(f"{what} --tier {tier}: {len(names)} notebook(s) with the {executor} executor. The plan:")
-    for line in describe(plans, factor, max(int(params[p.name].get("jobs", 1)) for p in plans) if plans else 1):
+    jobs_of = {p.name: int(params[p.name].get("jobs", 1)) for p in plans}
+    for line in describe(plans, rate, gpu_rate(project), max(jobs_of.values(), default=1)):
         log(line)
-    weights = {p.name: estimate(p, factor, int(params[p.name].get("jobs", 1))) or 60.0 for p in plans}
+    weights = {p.name: estimate(p, rate, jobs_of[p.name]) or 60.0 for p in plans}
     bar = tqdm(total=round(sum(weights.values())), unit="s", desc=f"{tier} batch", disable=not names,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}]")
 
