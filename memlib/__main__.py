@@ -7,6 +7,7 @@ nothing) and ``python -m memlib plan --tier T [--json]`` (what ``reproduce`` wou
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import errno
 import sys
 
@@ -28,7 +29,9 @@ def _train(args) -> None:
 
 def _evaluate(args) -> None:
     import memlib.train  # noqa: F401  (registers how a record's weights are trained again when they are needed)
-    from memlib.evaluate import evaluate_run, format_table, table_row
+    from memlib.evaluate import evaluate_run
+    from memlib.report import build_table1, table_markdown
+    from memlib.runs import Run
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     checkpoints = tuple(c.strip() for c in args.checkpoints.split(",") if c.strip())
@@ -37,8 +40,11 @@ def _evaluate(args) -> None:
                           "--checkpoints best,final)")
     results = evaluate_run(args.run_dir, attacks, n=args.n, checkpoints=checkpoints, batch_size=args.batch_size,
                            seed=args.seed, device=args.device, force=args.force)
-    if set(checkpoints) >= {"best", "final"}:
-        print(format_table({args.run_dir.rstrip("/").split("/")[-1]: table_row(results, attacks)}))
+    if set(checkpoints) >= {"best", "final"}:  # the Table 1 row, with the paper's numbers beside
+        run = Run(Path(args.run_dir).resolve())
+        table = build_table1(Path("/"), {run.config.method: str(run.dir)}, run.config.dataset, list(attacks), args.n,
+                             title=run.dir.name, setting="")
+        print(table_markdown(table))
     else:
         for which, accs in results.items():
             print(which, {k: (f"{100 * v:.2f}%" if k != "epoch" else v) for k, v in accs.items()})

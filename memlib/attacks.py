@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memlib.config import ConfigError
 from memlib.models import fold_bn as folded_view
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # logits (B, C) -> per-example loss (B,) to maximize
@@ -143,7 +142,7 @@ def _autoattack_class():
         try:
             from pyautoattack import AutoAttack  # the PyPI package
         except ImportError:
-            raise ConfigError("AutoAttack is not installed: pip install pyautoattack "
+            raise ImportError("AutoAttack is not installed: pip install pyautoattack "
                               "(or pip install git+https://github.com/fra31/auto-attack)") from None
     return AutoAttack
 
@@ -184,7 +183,7 @@ def parse_attack(spec: str) -> tuple[str, int]:
     """"natural" -> ("natural", 0); "pgd-10" -> ("pgd", 10); "cw-1000" -> ("cw", 1000); "autoattack"."""
     match = _SPEC.match(spec.strip().lower())
     if not match or (match.group(3) is not None and int(match.group(3)) < 1):
-        raise ConfigError(f"unknown attack {spec!r}; use natural, pgd-K, cw-K (K >= 1 steps) or autoattack")
+        raise ValueError(f"unknown attack {spec!r}; use natural, pgd-K, cw-K (K >= 1 steps) or autoattack")
     if match.group(2):
         return match.group(2), int(match.group(3))
     return ("autoattack", 0) if match.group(1) in ("autoattack", "aa") else ("natural", 0)

@@ -1,5 +1,5 @@
-"""Evaluation: natural, PGD-k, CW-k and AutoAttack accuracy of a model or of a run's checkpoints, and
-the Table-1 row (best, final and best-minus-final for each attack)."""
+"""Evaluation: natural, PGD-k, CW-k and AutoAttack accuracy of a model or of a run's checkpoints (kept in
+the run's ``eval.json``; the Table 1 formatter is ``report.build_table1``)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,11 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
         x = (x.float() / 255 if x.dtype == torch.uint8 else x).contiguous(memory_format=memory_format)
         y = labels[start:start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size,
-                           fold_bn=fold_bn)
+            try:
+                x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size,
+                               fold_bn=fold_bn)
+            except ImportError as exc:  # AutoAttack not installed: the one line, as a config error
+                raise ConfigError(str(exc)) from None
             with torch.no_grad(), eval_mode(model):
                 preds.append((folded_view(model) if fold_bn else model)(x_adv).argmax(1))
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
@@ -55,6 +58,15 @@ def load_weights(run_dir: str | Path, which: str = "best",
 EVAL_FILE = "eval.json"
 
 
+def check_attacks(attacks) -> None:
+    """The config layer's one-line error for an attack spec ``attacks.parse_attack`` rejects."""
+    for spec in attacks:
+        try:
+            parse_attack(spec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural", "pgd-10"), *, n: int = 0,
                  checkpoints: tuple[str, ...] = ("best", "final"), batch_size: int = 500, seed: int | None = None,
                  device: str = "auto", force: bool = False, log=print) -> dict:
@@ -64,8 +76,7 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
     The subset's default seed is the one training used for its per-epoch test subset, so with
     ``n = test_subset`` the best epoch is chosen and reported on the same images, as in the paper (which uses
     the whole test set for both)."""
-    for spec in attacks:
-        parse_attack(spec)
+    check_attacks(attacks)
     if n < 0 or batch_size < 1:
         raise ConfigError(f"n must be >= 0 (0 = all test examples) and batch_size >= 1; got n={n}, "
                           f"batch_size={batch_size}")
@@ -101,25 +112,3 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
         epoch = next(iter(entries.values()))["epoch"] if entries else None
         results[which] = {"epoch": epoch, **{spec: e["acc"] for spec, e in entries.items()}}
     return results
-
-
-def table_row(results: dict, attacks: tuple[str, ...]) -> dict:
-    """Table-1 cells in percent: ``{attack: {"best": b, "final": f, "diff": b - f}}``."""
-    row = {}
-    for spec in attacks:
-        best, final = 100 * results["best"][spec], 100 * results["final"][spec]
-        row[spec] = {"best": best, "final": final, "diff": best - final}
-    return row
-
-
-def format_row(name: str, row: dict) -> str:
-    cells = " | ".join(f"{c['best']:.2f} | {c['final']:.2f} | {c['diff']:.2f}" for c in row.values())
-    return f"| {name} | {cells} |"
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    """A Markdown table of Table-1 rows ``{method: table_row(...)}``."""
-    attacks = list(next(iter(rows.values())))
-    head = "| Method | " + " | ".join(f"{a} Best | {a} Final | {a} Diff" for a in attacks) + " |"
-    sep = "|---" * (1 + 3 * len(attacks)) + "|"
-    return "\n".join([head, sep] + [format_row(name, row) for name, row in rows.items()])

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 MODELS: tuple[str, ...] = ("resnet18", "preact_resnet18", "wrn", "vgg16", "densenet121", "dla")
 WRN_ALIAS = "wrn-28-10"  # what the bare name "wrn" builds: the authors' default WideResNet
 _WRN_PATTERN = re.compile(r"wrn-(\d+)-(\d+)")
-_KNOWN_NAMES = (
+MODEL_NAMES = _KNOWN_NAMES = (
     f"resnet18, preact_resnet18, wrn (= {WRN_ALIAS}), wrn-D-K (e.g. wrn-28-10, wrn-34-10), "
     "vgg16, densenet121, dla"
 )
@@ -340,6 +340,14 @@ def _wrn_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+def canonical_model_name(name: str) -> str | None:
+    """The name a config uses for an architecture ("wrn" -> "wrn-28-10", case and spaces ignored), or None for
+    an unknown one. Model names are parsed here only."""
+    key = name.strip().lower() if isinstance(name, str) else ""
+    key = WRN_ALIAS if key == "wrn" else key
+    return key if key in MODELS or _parse_wrn(key) is not None else None
 
 
 def is_known_model(name: str) -> bool:

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 from memlib.config import NOTEBOOK_TIERS
-from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_store
 from memlib.paper import METHOD_NAMES, PAPER_TABLES, TABLE1, TABLE_A1
-from memlib.runs import on_weights_needed, project_root, read_metrics, read_run
+from memlib.runs import best_row, on_weights_needed, project_root, read_metrics, read_run
 
 TIERS = NOTEBOOK_TIERS  # params/<notebook>/<tier>.yaml
 STAGE_VARIABLE = "MEMLIB_OUTPUTS_STAGE"
@@ -138,7 +138,7 @@ def rebuild_table(json_path: str | Path, project: Path | None = None) -> str:
     return table_markdown(BUILDERS[spec["builder"]](project, **spec["inputs"]))
 
 
-# --- builders: pure functions of run files ------------------------------------------------------------
+# --- builders: pure functions of run files. Accuracy of checkpoints (eval.json) ------------------------
 
 def _source_note(project: Path, run_dirs) -> str:
     sources = sorted({read_run(project / r)[1]["data_source"] for r in run_dirs})
@@ -151,11 +151,9 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def _eval_acc(project: Path, run_dir: str, which: str, attack: str, n: int) -> float | None:
-    path = project / run_dir / "eval.json"
-    if not path.is_file():
-        return None
-    cache = json.loads(path.read_text())
-    hits = [v["acc"] for k, v in cache.items() if k.startswith(f"{which}|{attack}|n={n}|")]
+    """A checkpoint's accuracy (%) under ``attack`` on ``n`` test images, as ``evaluate_run`` kept it."""
+    kept, _ = read_store(project / run_dir / "eval.json")
+    hits = [v["acc"] for k, v in kept.items() if k.startswith(f"{which}|{attack}|n={n}|")]
     return 100 * hits[0] if hits else None
 
 
@@ -190,6 +188,8 @@ def build_table1(project: Path, runs: dict, dataset: str, attacks: list, n: int,
 def _eval_steps(project: Path, runs: dict) -> int:
     return read_run(project / next(iter(runs.values())))[0].eval_steps
 
+
+# --- tables of learning curves (metrics.jsonl) and of analyses kept in run folders ---------------------
 
 def build_final_accuracy(project: Path, runs: dict, title: str, setting: str) -> dict:
     """Last-epoch training (on the labels trained on) and test accuracies of each run, and their gaps."""
@@ -233,7 +233,7 @@ def build_table_a1(project: Path, runs: dict, title: str, setting: str) -> dict:
 
 def build_measures(project: Path, rows: list, title: str, setting: str) -> dict:
     """A table of single numbers that analyses saved in run folders: each row names a ``label``, a ``run``
-    folder, a JSON ``file`` in it (written by ``memlib.io.json_cache``), the ``key`` of the number there and
+    folder, a JSON ``file`` in it (kept there by ``runs.Run.cached``), the ``key`` of the number there and
     what the ``paper`` reports (a number or a short text read off a figure)."""
     out_rows, csv_rows = [], []
     for r in rows:
@@ -245,24 +245,10 @@ def build_measures(project: Path, rows: list, title: str, setting: str) -> dict:
     return {"title": title, "columns": ["Measure", "Ours", "Paper"], "rows": out_rows,
             "csv_columns": ["measure", "ours", "paper", "run", "key"], "csv_rows": csv_rows, "notes": notes}
 
-
-BUILDERS = {"measures": build_measures, "table1": build_table1, "final_accuracy": build_final_accuracy,
-            "table_a1": build_table_a1}
-
-
-# --- Sec. 4.1 (notebook 05_robust_overfitting) ---------------------------------------------------------
-
 def _best_and_final(metrics: list[dict]) -> tuple[dict | None, dict | None]:
-    """The epoch of ``best.pt`` (highest test robust accuracy, ties by natural accuracy, the first one wins)
-    and the last evaluated epoch, from a run's metrics."""
+    """The epoch of ``best.pt`` (``runs.best_row``) and the last evaluated epoch, from a run's metrics."""
     evaluated = [m for m in metrics if "test_rob_acc" in m]
-    if not evaluated:
-        return None, None
-    best = evaluated[0]
-    for m in evaluated[1:]:
-        if (m["test_rob_acc"], m["test_nat_acc"]) > (best["test_rob_acc"], best["test_nat_acc"]):
-            best = m
-    return best, evaluated[-1]
+    return (best_row(evaluated), evaluated[-1]) if evaluated else (None, None)
 
 
 def _eps_label(eps: float, norm: str) -> str:
@@ -357,10 +343,7 @@ def build_loss_consistency(project: Path, pairs: dict, key: str, title: str, set
             "csv_rows": csv_rows, "notes": notes}
 
 
-BUILDERS.update(robust_overfitting=build_robust_overfitting, loss_consistency=build_loss_consistency)
-
-
-# --- Sec. 5 baselines and App. C.2 (notebook 07_baselines): best / final tables over one or several seeds -----
+# --- accuracy of checkpoints over one or several seeds (eval.json): Table 2, C.1, C.2 -------------------
 
 def _mean_std(values: list) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (ddof = 1) of the values that exist; std None for fewer than two."""
@@ -425,10 +408,7 @@ def build_best_final(project: Path, runs: dict, paper: str, attacks: list, n: in
             "notes": notes}
 
 
-BUILDERS.update(best_final=build_best_final)
-
-
-# --- Sec. 3.3 (notebook 04_generalization) ------------------------------------------------------------
+# --- tables of complexity measures (complexity.json) and of learning curves ---------------------------
 
 def _last_evaluated(project: Path, run_dir: str) -> dict:
     """The last metrics.jsonl line that has accuracies (with eval_every > 1 not every epoch has them)."""
@@ -531,8 +511,7 @@ def build_init_comparison(project: Path, runs: dict, title: str, setting: str) -
     rows, csv_rows = [], []
     for key, run_dir in runs.items():
         init, sgd = key.split("|")
-        evaluated = [m for m in read_metrics(project / run_dir) if "test_rob_acc" in m]
-        last, best = evaluated[-1], max(evaluated, key=lambda m: (m["test_rob_acc"], m["test_nat_acc"]))
+        best, last = _best_and_final(read_metrics(project / run_dir))
         paper = FIGA10_FINDING.get(sgd.lower(), "–")
         rows.append([init, sgd, _fmt(100 * last["test_nat_acc"]), _fmt(100 * last["test_rob_acc"]),
                      f"{_fmt(100 * best['test_rob_acc'])} ({best['epoch']})", paper])
@@ -545,5 +524,9 @@ def build_init_comparison(project: Path, runs: dict, title: str, setting: str) -
                             "last_epoch", "paper"], "csv_rows": csv_rows, "notes": notes}
 
 
-BUILDERS["complexity"] = build_complexity
-BUILDERS["init_comparison"] = build_init_comparison
+# each table's JSON sidecar names its builder here, so ``rebuild_table`` can regenerate it
+BUILDERS = {"table1": build_table1, "best_final": build_best_final,  # accuracy of checkpoints
+            "final_accuracy": build_final_accuracy, "table_a1": build_table_a1,  # learning curves
+            "robust_overfitting": build_robust_overfitting, "init_comparison": build_init_comparison,
+            "measures": build_measures, "loss_consistency": build_loss_consistency,  # analyses
+            "complexity": build_complexity}
