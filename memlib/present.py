@@ -24,6 +24,9 @@ COLORS = {"pgd_at": "tab:blue", "pgd_at_te": "tab:orange", "trades": "tab:green"
 METRIC_NAMES = {"test_rob_acc": "robust test accuracy", "test_nat_acc": "natural test accuracy",
                 "train_rob_acc": "robust training accuracy", "train_nat_acc": "natural training accuracy",
                 "rob_gap": "robust gap (train - test)", "train_loss": "training loss"}
+# the per-example losses of memlib.analysis (analysis.LOSSES): a method's training loss, or one of its terms
+LOSS_NAMES = {"pgd_at": NAMES["pgd_at"], "trades": NAMES["trades"], "clean_ce": "clean CE", "trades_ce": "clean CE",
+              "trades_kl": "beta*KL", "r": "R = CE(x') - CE(x)"}
 PERCENT = 100  # accuracies are shown in percent everywhere
 
 
@@ -36,6 +39,11 @@ def eps_text(eps: float) -> str:
     """A budget as the paper writes it: 8/255 (a multiple of 1/255), else the number (l2 budgets, e.g. 0.5)."""
     k = eps * 255
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
+
+
+def labels_text(noise_rate: float) -> str:
+    """The labels a run trained on (Sec. 3.1): 'true labels' (noise rate 0), 'random labels' (1), 'noise 0.5'."""
+    return "true labels" if noise_rate == 0 else "random labels" if noise_rate == 1 else f"noise {noise_rate:g}"
 
 
 def schedule_text(cfg: RunConfig) -> str:
@@ -66,6 +74,28 @@ def show_setting(text: str) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown(f"> {text}"))
+
+
+def show_image(ax, img, title: str = "", color: str = "black") -> None:
+    """Draw one image (a CHW tensor in [0, 1], clipped) without ticks, titled in ``color``."""
+    ax.imshow(img.detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=8, color=color)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def show_perturbation(ax, delta, span: float, title: str = "") -> None:
+    """Draw a perturbation x' - x (CHW) with -span..+span mapped to black..white (grey: unchanged); an attack's
+    perturbation is far too small to see at its own scale."""
+    show_image(ax, delta * (0.5 / span) + 0.5, title)
+
+
+def prediction_text(probs, label: int, classes=None) -> tuple[str, str]:
+    """The most probable class of a softmax vector with its confidence ('cat 87%'), and its colour: green if it
+    is the true ``label``, red if not."""
+    c = int(probs.argmax())
+    return (f"{classes[c] if classes else c} {PERCENT * float(probs[c]):.0f}%",
+            "tab:green" if c == int(label) else "tab:red")
 
 
 def mark_schedule(ax, cfg: RunConfig, te_band: bool = False) -> None:
@@ -112,3 +142,98 @@ def plot_metric(ax, curves: dict, metric: str, cfg: RunConfig | None = None, *, 
         mark_schedule(ax, cfg, te_band=te_band)
     unit = "" if metric == "train_loss" else " (%)"
     ax.set(xlabel="epoch", ylabel=METRIC_NAMES.get(metric, metric) + unit)
+
+
+def explore_curves(groups: dict, cfgs: dict, interactive: bool, *, te_band: bool = False,
+                   panels: tuple = ("test_rob_acc", "train_rob_acc", "rob_gap")) -> None:
+    """A notebook's learning-curve explorer (``plot_metric``): ``groups`` is {title: {method key: metrics rows}}
+    (one group per data set, say), ``cfgs`` {title: the RunConfig whose schedule is marked}. With ``interactive``,
+    widgets pick the group, the methods and the metric; without (papermill), a static grid: a row per group, a
+    column per metric of ``panels`` (by default the memorization side: robust training accuracy and the gap)."""
+    import matplotlib.pyplot as plt
+
+    titled = len(groups) > 1
+    if interactive:
+        import ipywidgets as widgets
+
+        def show(group, methods, metric):
+            fig, ax = plt.subplots(figsize=(6.5, 3.8))
+            plot_metric(ax, {k: groups[group][k] for k in methods if k in groups[group]}, metric, cfgs[group],
+                        te_band=te_band)
+            ax.set_title(group if titled else "")
+            if methods:
+                ax.legend(fontsize=8)
+            plt.show()
+
+        keys = list(dict.fromkeys(k for curves in groups.values() for k in curves))
+        widgets.interact(show, group=widgets.Dropdown(options=list(groups), description="runs") if titled
+                         else widgets.fixed(next(iter(groups))),
+                         methods=widgets.SelectMultiple(options=[(name(k), k) for k in keys], value=tuple(keys),
+                                                        description="methods"),
+                         metric=widgets.Dropdown(options=[(v, k) for k, v in METRIC_NAMES.items()],
+                                                 value="test_rob_acc", description="metric"))
+        return
+    fig, axes = plt.subplots(len(groups), len(panels), figsize=(4.6 * len(panels), 3.3 * len(groups)), squeeze=False)
+    for row, (title, curves) in zip(axes, groups.items()):
+        for ax, metric in zip(row, panels):
+            plot_metric(ax, curves, metric, cfgs[title], te_band=te_band)
+            ax.set_title(f"{title}: {METRIC_NAMES[metric]}" if titled else METRIC_NAMES[metric])
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+
+
+def te_text(cfg: RunConfig) -> str:
+    """The temporal-ensembling schedule of a run (Sec. 4.2), a clause for ``setting``: 'TE weight 300 ramped over
+    epochs 90-150'."""
+    return f"TE weight {cfg.te_weight:g} ramped over epochs {cfg.te_start}-{cfg.te_end}"
+
+
+def plot_lr(ax, cfg: RunConfig, loc: str = "best") -> None:
+    """The learning rate of ``cfg`` per epoch (dashed, gray) on a log-scale twin axis of ``ax``, one legend for
+    both axes, integer epoch ticks: what a schedule drawn on ``ax`` (TE weight, SAT, SWA) is timed against."""
+    from matplotlib.ticker import MaxNLocator
+
+    from memlib.schedule import lr_at
+
+    epochs = range(1, cfg.epochs + 1)
+    twin = ax.twinx()
+    twin.plot(epochs, [lr_at(cfg, e) for e in epochs], "--", color="gray", drawstyle="steps-mid", label="learning rate")
+    twin.set_yscale("log")
+    twin.set_ylabel("learning rate (log scale)", color="gray")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc=loc)
+
+
+def plot_timing(ax, cfgs: dict, epochs: int) -> None:
+    """When each remedy of ``cfgs`` ({key: RunConfig}, coloured by key) acts in epochs 1..``epochs`` (Sec. 5):
+    curves for the fraction of each batch Co-teaching keeps, R(T), and the TE weight relative to its maximum;
+    shaded spans for the epochs in which SAT updates its targets and in which SWA averages the weights. Methods
+    without a schedule of their own (PGD-AT, LS) draw nothing. Axes on a 0-1 scale."""
+    from memlib.methods import Context
+
+    ep = range(1, epochs + 1)
+    for key, c in cfgs.items():
+        if c.method == "coteaching":
+            ax.plot(ep, [1 - Context(c, e).forget_rate() for e in ep], color=COLORS.get(key),
+                    label="Co-teaching: fraction of the batch kept")
+        elif c.method.endswith("_te"):
+            ax.plot(ep, [Context(c, e).te_weight() / c.te_weight for e in ep], color=COLORS.get(key),
+                    label="TE weight / maximum")
+        elif c.method == "pgd_at_sat":
+            ax.axvspan(c.sat_start - 0.5, epochs + 0.5, color=COLORS.get(key), alpha=0.12,
+                       label="SAT updates its targets")
+        elif c.method == "kd_swa":
+            ax.axvspan(c.swa_start - 0.5, epochs + 0.5, ymax=0.5, fill=False, hatch="//", edgecolor=COLORS.get(key),
+                       lw=0, label="SWA averages the weights")
+    ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05))
+
+
+def gap_summary(attack: str, ours: dict, paper: dict, notes: dict | None = None) -> str:
+    """The line under a best/final table (Tables 1, 2): each method's best minus final accuracy under ``attack``
+    (``ours``: {method: points}; ``notes``: {method: text shown in brackets}), then the paper's PGD-10 Diff of the
+    methods its table has (``paper``: a table of memlib.paper, {method: {"pgd-10": {"diff": points}}})."""
+    this = ", ".join(f"{name(m)} {v:+.2f}" + (f" ({notes[m]})" if m in (notes or {}) else "") for m, v in ours.items())
+    theirs = ", ".join(f"{name(m)} {paper[m]['pgd-10']['diff']:+.2f}" for m in ours if m in paper)
+    return f"**Best − final under {attack}, this run:** {this}.  \n**Paper, PGD-10:** {theirs}."

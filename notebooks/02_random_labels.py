@@ -41,10 +41,9 @@ tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/02_random_l
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
 jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
-# RunConfig values shared by every run (Sec. 3 code: no augmentation, weight decay 0, lr 0.1 step-decayed)
-base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
-                  epochs=3, batch_size=50, steps=2, eval_steps=2, augment=False, weight_decay=0.0, lr=0.1,
-                  lr_schedule="constant", eval_batch_size=500)
+# RunConfig values of every run: the shared Sec. 3 base (params/bases/<tier>-sec3.yaml: no augmentation, weight
+# decay 0, lr 0.1), which 03_convergence names too, so that the two notebooks' runs on random labels are one
+base: dict = {"from": "smoke-sec3"}
 methods: list = ["pgd_at", "trades"]  # Fig. 2(a, b)
 noise_rates: list = [0.0, 0.5, 1.0]  # Fig. 2(c) and Fig. A.6/A.7
 # RunConfig changes of the noise-rate runs of Fig. 2(c) and A.6/A.7 (App. A.1.2: "we adopt the weight decay and
@@ -67,55 +66,30 @@ check_notebook_parameters(globals(), "02_random_labels")
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from memlib.config import RunConfig
+from memlib.experiments import declare
+from memlib.present import COLORS, PERCENT, labels_text, mark_schedule, name, plot_curve, setting, show_setting
 from memlib.report import Outputs
 from memlib.runs import read_metrics
 from memlib.train import train_many
 
 out = Outputs(tier, "02_random_labels")
-setting = (f"This run ({tier} tier): {base['model']} at width {base.get('width', 1.0)}, "
-           f"{base.get('train_subset') or 'all'} training images, {base['epochs']} epochs, PGD-{base['steps']} "
-           f"in training and PGD-{base['eval_steps']} for robust accuracy, eps 8/255. {paper_setting}")
-display(Markdown(f"> {setting}"))
-noise_setting = setting + (f" Noise-rate runs (Fig. 2c, A.6, A.7) with {noise_study}." if noise_study else
-                           " Noise-rate runs (Fig. 2c, A.6, A.7) without regularizers; paper: with weight decay "
-                           "and data augmentation (App. A.1.2).")
-
-
-def config(**changes) -> RunConfig:
-    """The RunConfig of one run of this notebook: the tier's base values plus ``changes``."""
-    return RunConfig(**out.run_config(**{**base, **changes}))
-
-
-# Every run of the notebook, planned first (so a bad setting stops before any training) ...
-planned = {("fig2", m, r): config(method=m, noise_rate=r) for m in methods for r in (0.0, 1.0)}  # Fig. 2(a, b)
-planned.update({("noise", m, r): config(method=m, noise_rate=r, **noise_study)  # Fig. 2(c), A.6, A.7
-                for m in methods for r in noise_rates})
-for key in regularizer_grid:  # Table A.1
-    labels, aug, wd, do = key.split("|")
-    planned[("a1", key)] = config(method="trades", noise_rate=1.0 if labels == "random" else 0.0,
-                                  augment=aug == "yes", weight_decay=regularizers["weight_decay"] if wd == "yes" else 0.0,
-                                  dropout=regularizers["dropout"] if do == "yes" else 0.0)
-for name, changes in variants.items():  # App. A.1
-    for m in methods:
-        planned[("variant", name, m)] = config(method=m, noise_rate=1.0, **changes)
+# Every run of the notebook, declared first (memlib/experiments/random_labels.py: a bad setting stops here) ...
+planned = declare("02_random_labels", globals(), out.runs, out.data).configs
 # ... then trained (finished runs are reused; a run listed twice is trained once), `jobs` at a time.
 results = train_many(list(planned.values()), jobs=jobs, force=force)
 run_dirs = {key: r.run_dir for key, r in zip(planned, results)}
 for path in run_dirs.values():
     out.add_run(path)
+# With `eval_every` > 1 only every k-th epoch has accuracies: the curves and the last epoch are those epochs'
+metrics = {key: [m for m in read_metrics(run_dirs[key]) if "train_nat_acc" in m] for key in planned
+           if key[0] in ("fig2", "noise")}
 
-NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES"}
-runs = {(m, r): run_dirs[("fig2", m, r)] for m in methods for r in (0.0, 1.0)}  # Fig. 2(a, b)
-noise_runs = {(m, r): run_dirs[("noise", m, r)] for m in methods for r in noise_rates}  # Fig. 2(c), A.6, A.7
-
-
-def accuracy_curves(paths: dict) -> dict:
-    """Per-epoch metrics of each run; with `eval_every` > 1 only every k-th epoch has accuracies: those."""
-    return {key: [m for m in read_metrics(path) if "train_nat_acc" in m] for key, path in paths.items()}
-
-
-curves, noise_curves = accuracy_curves(runs), accuracy_curves(noise_runs)
+fig2_setting = setting(planned[("fig2", methods[0], 0.0)], tier, paper=paper_setting)
+show_setting(fig2_setting)
+noise_cfg = planned[("noise", methods[0], noise_rates[0])]
+regularized = f"with weight decay {noise_cfg.weight_decay:g}" if noise_study else \
+    "without regularizers (paper: with weight decay and data augmentation, App. A.1.2)"
+noise_setting = setting(noise_cfg, tier, f"noise-rate runs (Fig. 2c, A.6, A.7) {regularized}", paper=paper_setting)
 
 # %% [markdown]
 # ## Fig. 2(a, b): learning curves on true and random labels
@@ -127,19 +101,16 @@ curves, noise_curves = accuracy_curves(runs), accuracy_curves(noise_runs)
 
 
 # %%
-def plot_learning_curves(ax, method, rates=(0.0, 1.0), source=None):
-    colors = {0.0: "tab:blue", 1.0: "tab:red"}
+def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2"):
+    """Natural (solid) and robust (dashed) training accuracy of `method`'s runs of `study` at each noise rate."""
     for r in rates:
-        m = (curves if source is None else source).get((method, r))
-        if not m:
-            continue
-        ep = [x["epoch"] for x in m]
-        c = colors.get(r, plt.cm.viridis(r))
-        label = "true labels" if r == 0 else ("random labels" if r == 1 else f"noise {r}")
-        ax.plot(ep, [x["train_nat_acc"] for x in m], color=c, label=f"{label} (natural)")
-        ax.plot(ep, [x["train_rob_acc"] for x in m], color=c, ls="--", label=f"{label} (robust)")
-    ax.axhline(0.1, color="gray", lw=0.5)
-    ax.set(title=NAMES.get(method, method), xlabel="epoch", ylabel="training accuracy", ylim=(0, 1.02))
+        color = {0.0: "tab:blue", 1.0: "tab:red"}.get(r, plt.cm.viridis(r))
+        rows = metrics[(study, method, r)]
+        plot_curve(ax, rows, "train_nat_acc", label=f"{labels_text(r)} (natural)", color=color, star=False)
+        plot_curve(ax, rows, "train_rob_acc", label=f"{labels_text(r)} (robust)", color=color, star=False, ls="--")
+    mark_schedule(ax, planned[(study, method, rates[-1])])
+    ax.axhline(10, color="gray", lw=0.5)  # chance: one class in ten
+    ax.set(title=name(method), xlabel="epoch", ylabel="training accuracy (%)", ylim=(0, 102))
 
 
 fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False)
@@ -150,11 +121,10 @@ fig.tight_layout()
 out.figure(fig, "fig2ab_learning_curves", "Fig. 2(a,b): natural and robust training accuracy on true vs random labels")
 plt.show()
 
-fig2_runs = {f"{NAMES.get(m, m)}, {'true' if r == 0 else 'random'} labels": runs[(m, r)]
-             for m in methods for r in (0.0, 1.0) if (m, r) in runs}
+fig2_runs = {f"{name(m)}, {labels_text(r)}": run_dirs[("fig2", m, r)] for m in methods for r in (0.0, 1.0)}
 display(Markdown(out.table("fig2_final_accuracy", "final_accuracy", runs=fig2_runs,
                            title="Fig. 2(a,b): final training and test accuracy on true and random labels",
-                           setting=setting)))
+                           setting=fig2_setting)))
 
 # %% [markdown]
 # **What to look for.** In the paper (WRN-28-10, full CIFAR-10) TRADES on random labels reaches ~100%
@@ -179,18 +149,18 @@ display(Markdown(out.table("fig2_final_accuracy", "final_accuracy", runs=fig2_ru
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for method in methods:
-    rates = [r for r in noise_rates if (method, r) in noise_curves]
-    last = [noise_curves[(method, r)][-1] for r in rates]
-    axes[0].plot(rates, [m["train_nat_acc"] - m["test_nat_acc"] for m in last], "o-", label=NAMES.get(method, method))
-    axes[1].plot(rates, [m["train_rob_acc"] - m["test_rob_acc"] for m in last], "o-", label=NAMES.get(method, method))
+    last = [metrics[("noise", method, r)][-1] for r in noise_rates]
+    for ax, kind in zip(axes, ("nat", "rob")):
+        ax.plot(noise_rates, [PERCENT * (m[f"train_{kind}_acc"] - m[f"test_{kind}_acc"]) for m in last], "o-",
+                label=name(method), color=COLORS.get(method))
 for ax, kind in zip(axes, ("natural", "robust")):
-    ax.set(xlabel="noise rate", ylabel=f"{kind} generalization gap", title=f"{kind} gap (train - test)")
+    ax.set(xlabel="noise rate", ylabel=f"{kind} generalization gap (%)", title=f"{kind} gap (train - test)")
     ax.legend()
 fig.tight_layout()
 out.figure(fig, "fig2c_gap_vs_noise", "Fig. 2(c): generalization gap (last epoch) vs label noise rate")
 plt.show()
 
-gap_runs = {f"{NAMES.get(m, m)}, noise {r}": noise_runs[(m, r)] for m in methods for r in noise_rates}
+gap_runs = {f"{name(m)}, noise {r}": run_dirs[("noise", m, r)] for m in methods for r in noise_rates}
 display(Markdown(out.table("fig2c_gap_vs_noise", "final_accuracy", runs=gap_runs,
                            title="Fig. 2(c): accuracy and generalization gap under label noise",
                            setting=noise_setting)))
@@ -205,12 +175,14 @@ fig, axes = plt.subplots(len(methods), len(noise_rates), figsize=(3.2 * len(nois
                          squeeze=False, sharey=True)
 for i, method in enumerate(methods):
     for j, r in enumerate(noise_rates):
-        ax, m = axes[i][j], noise_curves[(method, r)]
-        ep = [x["epoch"] for x in m]
-        for key, style in (("train_nat_acc", "C0-"), ("train_rob_acc", "C0--"), ("test_nat_acc", "C1-"),
-                           ("test_rob_acc", "C1--")):
-            ax.plot(ep, [x[key] for x in m], style, label=key.replace("_acc", "").replace("_", " "))
-        ax.set(title=f"{NAMES.get(method, method)}, noise {r}", xlabel="epoch", ylim=(0, 1.02))
+        ax, rows = axes[i][j], metrics[("noise", method, r)]
+        for key, color, ls in (("train_nat_acc", "C0", "-"), ("train_rob_acc", "C0", "--"),
+                               ("test_nat_acc", "C1", "-"), ("test_rob_acc", "C1", "--")):
+            plot_curve(ax, rows, key, label=key.replace("_acc", "").replace("_", " "), color=color, ls=ls,
+                       star=key == "test_rob_acc")  # the best epoch is chosen by robust test accuracy
+        mark_schedule(ax, planned[("noise", method, r)])
+        ax.set(title=f"{name(method)}, noise {r}", xlabel="epoch", ylim=(0, 102))
+axes[0][0].set_ylabel("accuracy (%)")
 axes[0][0].legend(fontsize=7)
 fig.tight_layout()
 out.figure(fig, "figA6_A7_noise_curves", "Fig. A.6/A.7: accuracy curves under each noise rate")
@@ -227,7 +199,7 @@ if interactive:
 
     def show(method, noise_rate):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_learning_curves(ax, method, rates=(noise_rate,), source=noise_curves)
+        plot_learning_curves(ax, method, rates=(noise_rate,), study="noise")
         ax.legend(fontsize=8)
         plt.show()
 
@@ -236,7 +208,7 @@ if interactive:
 else:
     fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False)
     for ax, method in zip(axes[0], methods):
-        plot_learning_curves(ax, method, rates=noise_rates, source=noise_curves)
+        plot_learning_curves(ax, method, rates=noise_rates, study="noise")
     axes[0][0].legend(fontsize=6)
     plt.show()
 
@@ -253,7 +225,7 @@ if regularizer_grid:
     grid_runs = {key: run_dirs[("a1", key)] for key in regularizer_grid}
     display(Markdown(out.table("table_a1", "table_a1", runs=grid_runs,
                                title="Table A.1: TRADES with explicit regularizers on true and random labels",
-                               setting=setting)))
+                               setting=fig2_setting)))
 
 # %% [markdown]
 # ## App. A.1: other data sets, architectures, threat models and budgets
@@ -265,7 +237,6 @@ if regularizer_grid:
 
 # %%
 if variants:
-    variant_runs = {f"{name}, {NAMES.get(m, m)}": run_dirs[("variant", name, m)]
-                    for name in variants for m in methods}
+    variant_runs = {f"{v}, {name(m)}": run_dirs[("variant", v, m)] for v in variants for m in methods}
     display(Markdown(out.table("appA1_variants", "final_accuracy", runs=variant_runs,
-                               title="App. A.1: random labels under other settings", setting=setting)))
+                               title="App. A.1: random labels under other settings", setting=fig2_setting)))

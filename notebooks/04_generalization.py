@@ -23,13 +23,13 @@
 # generalizes (not perfectly: the robust gap of AT is large even then). So what distinguishes the two?
 #
 # **Why complexity measures.** Classical learning theory bounds the generalization gap of a model by a
-# *complexity* of the function it computes: a norm of its weights, a margin, the sharpness of its minimum.
-# "Low complexity implies a small gap" is the promise; a measure keeps it only if it **ranks models by their
-# gap**. Explicit regularizers are not the answer (Table A.1: augmentation, weight decay and dropout do not stop
-# TRADES from memorizing random labels; App. A.3), so, as for standard training (Zhang et al. 2017; Neyshabur
-# et al. 2017; Jiang et al. 2020), one looks for a measure of the *trained model*. Random labels make a sharp
-# test: whatever the measure, a random-label model has to come out **more complex** than a true-label model,
-# because its gap is larger. Dong et al. take four recently proposed measures:
+# *complexity* of the function it computes: a norm of its weights, a margin, the sharpness of its minimum. "Low
+# complexity implies a small gap" is the promise; a measure keeps it only if it **ranks models by their gap**.
+# Explicit regularizers are not the answer (Table A.1: augmentation, weight decay and dropout do not stop TRADES
+# from memorizing random labels; App. A.3), so, as for standard training (Zhang et al. 2017; Neyshabur et al.
+# 2017; Jiang et al. 2020), one looks for a measure of the *trained model*. Random labels make a sharp test: a
+# random-label model has to come out **more complex** than a true-label model, because its gap is larger. Dong et
+# al. take four recently proposed measures:
 #
 # * two **norm-based** ones, made scale-insensitive by a margin $\gamma_{\text{margin}}$ on the model's output
 #   (Neyshabur et al. 2017), for a network with weights $\theta = \{W_i\}_{i=1}^m$:
@@ -65,10 +65,10 @@ regularizers: dict = dict(weight_decay=2e-4, dropout=0.2)  # Table A.1's values 
 # Fig. 2 (method, noise rate) and Table A.1 (TRADES with regularizers)
 models: list = ["pgd_at|0.0|no|no|no", "pgd_at|0.5|no|no|no", "pgd_at|1.0|no|no|no", "trades|0.0|no|no|no",
                 "trades|0.5|no|no|no", "trades|1.0|no|no|no", "trades|1.0|yes|no|no"]
-# Fig. 6 measurements (memlib.analysis.COMPLEXITY_DEFAULTS) on each model's final weights and its own training
-# examples: `examples` measured (0 = all), PGD `steps` of the robust margin and the adversarial loss (the run's
-# eps and step), margin percentile, Hessian examples and power iterations, flatness size `gamma` and number of
-# random `directions`, the 1-D landscape's points and examples, the `seed` of directions and attack starts
+# Fig. 6 measurements (memlib.analysis.COMPLEXITY_DEFAULTS) on each model's final weights and own training examples:
+# `examples` (0 = all), PGD `steps` of the robust margin and adversarial loss (at the run's eps and step), margin
+# percentile, Hessian examples and iterations, flatness size `gamma` and random `directions`, the 1-D landscape's
+# points and examples, the `seed` of directions and attack starts
 measure: dict = dict(examples=100, steps=2, margin_percentile=5.0, robust_margin=True, hessian_examples=20,
                      hessian_iters=5, gamma=0.5, directions=2, curve=[-1.0, -0.5, 0.0, 0.5, 1.0], curve_examples=20,
                      seed=0)
@@ -89,70 +89,30 @@ check_notebook_parameters(globals(), "04_generalization")
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
 from memlib import analysis
-from memlib.config import RunConfig
-from memlib.report import Outputs, taus_with_gap
-from memlib.runs import read_metrics, read_run, run_dir_for
-from memlib.train import lr_at, train_many
+from memlib.experiments import declare
+from memlib.experiments import generalization as gen
+from memlib.present import curve, setting, show_setting
+from memlib.report import Outputs
+from memlib.runs import read_metrics
+from memlib.train import train_many
 
 out = Outputs(tier, "04_generalization")
+planned = declare("04_generalization", globals(), out.runs, out.data).configs  # every run, built before training
+fig6 = {spec: planned[("fig6", spec)] for spec in models}
+a10 = {key[1:]: cfg for key, cfg in planned.items() if key[0] == "a10"}  # (init, SGD) -> config
 S = analysis.complexity_settings(measure)  # every measurement setting, defaults filled in
-setting = (f"This run ({tier} tier): {base['model']} at width {base.get('width', 1.0)}, "
-           f"{base.get('train_subset') or 'all'} training images, {base['epochs']} epochs, PGD-{base['steps']} "
-           f"in training and PGD-{base['eval_steps']} for robust accuracy, eps 8/255; measures on "
-           f"{S['examples'] or 'all'} training examples (Hessian: {S['hessian_examples'] or 'all'}, "
-           f"{S['hessian_iters']} iterations; flatness: {S['directions']} directions at {S['gamma']:g}, "
-           f"PGD-{S['steps']}). {paper_setting}")
-display(Markdown(f"> {setting}"))
-NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES"}
-
-
-def config(**changes) -> RunConfig:
-    """The RunConfig of one run: the tier's base values plus ``changes`` (as in 02_random_labels)."""
-    return RunConfig(**out.run_config(**{**base, **changes}))
-
-
-def model_config(spec: str) -> RunConfig:
-    """A model of `models`: 02's Fig. 2 runs config(method, noise_rate) and Table A.1 runs (TRADES with
-    augmentation / weight decay / dropout set explicitly) are the same configs when the base has no
-    regularizer, as in every tier of 02."""
-    method, rate, aug, wd, do = spec.split("|")
-    return config(method=method, noise_rate=float(rate), augment=aug == "yes",
-                  weight_decay=regularizers["weight_decay"] if wd == "yes" else 0.0,
-                  dropout=regularizers["dropout"] if do == "yes" else 0.0)
-
-
-def model_label(spec: str) -> str:
-    method, rate, aug, wd, do = spec.split("|")
-    r = float(rate)
-    labels = "true labels" if r == 0 else "random labels" if r == 1 else f"noise {r:g}"
-    regs = [name for name, flag in (("aug.", aug), ("WD", wd), ("dropout", do)) if flag == "yes"]
-    return f"{NAMES.get(method, method)}, {labels}" + (f" + {' + '.join(regs)}" if regs else "")
-
-
-# Every run, planned first (a bad setting stops before any training) ...
-fig6_cfgs = {spec: model_config(spec) for spec in models}
-adv_cfg = model_config(adv_init)
-adv_dir = run_dir_for(adv_cfg)[0]  # known before training: the run folder follows from the config
-a10_cfgs = {}
-for init in ("random", "adversarial"):
-    for name, changes in sgd.items():
-        a10_cfgs[(init, name)] = config(**{**a10_base, **changes, "method": "trades", "noise_rate": 0.0,
-                                           "init_from": str(adv_dir / "final.pt") if init == "adversarial" else ""})
-# ... then trained, `jobs` at a time: first the models (02's runs, normally reused) and the adversarial
-# initialization, then the A.10 runs that start from its final weights.
-stage1 = train_many([*fig6_cfgs.values(), adv_cfg], jobs=jobs, force=force)
-fig6_dirs = {spec: r.run_dir for spec, r in zip(models, stage1)}
-adv_result = stage1[-1]
-stage2 = train_many(list(a10_cfgs.values()), jobs=jobs, force=force)
-a10_dirs = {key: r.run_dir for key, r in zip(a10_cfgs, stage2)}
-for path in [*fig6_dirs.values(), adv_result.run_dir, *a10_dirs.values()]:
+fig6_setting = setting(fig6[models[0]], tier, gen.measures_text(S), paper=paper_setting)
+show_setting(fig6_setting)
+# Trained `jobs` at a time: the models (02's runs, normally reused) and adv. init, then the A.10 runs from its weights
+first = train_many([*fig6.values(), planned[("adv_init",)]], jobs=jobs, force=force)
+fig6_dirs = {spec: r.run_dir for spec, r in zip(models, first)}
+a10_dirs = {key: r.run_dir for key, r in zip(a10, train_many(list(a10.values()), jobs=jobs, force=force))}
+for path in dict.fromkeys([*fig6_dirs.values(), first[-1].run_dir, *a10_dirs.values()]):
     out.add_run(path)
-reused = sum(r.reused for r in stage1[:len(models)])
+reused = sum(r.reused for r in first[:len(models)])
 display(Markdown(f"{reused} of the {len(models)} Fig. 6 models were finished runs already (02_random_labels' runs "
                  f"of this tier, reused); {len(models) - reused} were trained now."))
 
@@ -192,10 +152,7 @@ display(Markdown(f"{reused} of the {len(models)} Fig. 6 models were finished run
 # %%
 t0 = time.time()
 cx = {spec: analysis.run_complexity(fig6_dirs[spec], measure, force=force, log=print) for spec in models}
-last = {spec: [m for m in read_metrics(fig6_dirs[spec]) if "train_rob_acc" in m and "test_rob_acc" in m][-1]
-        for spec in models}
-gap = {spec: 100 * (last[spec]["train_rob_acc"] - last[spec]["test_rob_acc"]) for spec in models}
-noise = {spec: float(spec.split("|")[1]) for spec in models}
+gap = {spec: curve(read_metrics(fig6_dirs[spec]), "rob_gap")[1][-1] for spec in models}  # last evaluated epoch, %
 measured = sum(sum(c["seconds"].values()) for c in cx.values())
 display(Markdown(f"Measurements: {time.time() - t0:.0f} s here (results saved in the run folders are reused; "
                  f"measuring all {len(models)} models took {measured:.0f} s on "
@@ -216,56 +173,18 @@ display(Markdown(f"Measurements: {time.time() - t0:.0f} s here (results saved in
 # robust gaps of the 12 TRADES models of Table A.1 (48% to 62% on true labels, 69% to 99% on random ones).
 
 # %%
-MEASURES = {"spectral_log10": "log10 (Π‖W‖₂ / γ²)", "l1": "Σ‖W‖₁ / γ", "hessian": "input-Hessian λmax",
-            "flatness": "weight-landscape flatness"}
-MARKERS = {0.0: "^", 1.0: "o"}  # partly random labels: squares
-COLORS = {"pgd_at": "tab:blue", "trades": "tab:red"}
-
-
-def scatter(ax, key, highlight=None):
-    """One panel of Fig. 6: measure `key` against the robust gap, one marker per model."""
-    shown = 0
-    for spec in models:
-        y = cx[spec].get(key)
-        if y is None:
-            continue
-        method = spec.split("|")[0]
-        regularized = "yes" in spec.split("|")[2:]
-        ax.scatter(gap[spec], y, marker=MARKERS.get(noise[spec], "s"), s=90 if spec == highlight else 45,
-                   facecolors="none" if regularized else COLORS.get(method, "gray"),
-                   edgecolors="k" if spec == highlight else COLORS.get(method, "gray"), linewidths=1.5)
-        shown += 1
-    if not shown:
-        ax.text(0.5, 0.5, "undefined for every model:\nmargin ≤ 0 (no model fits\nits training set)",
-                ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    ax.set(xlabel="robust generalization gap (%)", ylabel=MEASURES.get(key, key))
-
-
-def legend(ax):
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], marker="^", ls="", color="gray", label="true labels"),
-               Line2D([], [], marker="o", ls="", color="gray", label="random labels"),
-               Line2D([], [], marker="s", ls="", color="gray", label="partly random labels"),
-               Line2D([], [], marker="o", ls="", mfc="none", color="gray", label="with a regularizer")]
-    handles += [Line2D([], [], marker="o", ls="", color=c, label=NAMES[m]) for m, c in COLORS.items()
-                if any(s.startswith(m + "|") for s in models)]
-    ax.legend(handles=handles, fontsize=7)
-
-
 fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-for ax, key in zip(axes, MEASURES):
-    scatter(ax, key)
-legend(axes[0])
+for ax, key in zip(axes, gen.MEASURES):
+    gen.scatter(ax, key, cx, gap)
+gen.legend(axes[0], models)
 fig.tight_layout()
 out.figure(fig, "fig6_complexity_vs_gap", f"Fig. 6: four complexity measures vs the robust generalization gap "
-           f"(triangles: true labels, circles: random, squares: partly random). {setting}")
+           f"(triangles: true labels, circles: random, squares: partly random). {fig6_setting}")
 plt.show()
 
-fig6_runs = {model_label(spec): fig6_dirs[spec] for spec in models}
-display(Markdown(out.table("fig6_complexity", "complexity", runs=fig6_runs, settings=S,
-                           title="Fig. 6: complexity measures, robust generalization gap and their Kendall τ",
-                           setting=setting)))
+display(Markdown(out.table("fig6_complexity", "complexity", runs={gen.model_label(s): fig6_dirs[s] for s in models},
+                           settings=S, title="Fig. 6: complexity measures, robust generalization gap and their "
+                           "Kendall τ", setting=fig6_setting)))
 
 # %% [markdown]
 # ### What the paper found, and what we see
@@ -279,42 +198,19 @@ display(Markdown(out.table("fig6_complexity", "complexity", runs=fig6_runs, sett
 # generalization; the weight landscape, in contrast, records how precariously the training set is fitted.)
 #
 # **Here.** The summary below is computed from the table above (so it is true of whatever tier you ran).
-# Differences from the paper to keep in mind: a much smaller network (ResNet-18 at a fraction of its width,
-# not WRN-28-10) trained on a few hundred images rather than 50,000, so even the true-label models generalize
-# poorly (their robust gaps come close to those of random labels) and every number is noisier; a handful of
-# models, so a single swapped pair moves τ by 2/(n(n−1)/2); measures on a subset of the training
-# set; the models of Sec. 3.1's runs, which add PGD-AT models and partly random labels to the paper's TRADES
-# models, and models that do not fit their training set (their margin is negative: no norm-based value, and a
-# small gap only because they learned nothing). The `quick` tier's executed notebook and
-# `outputs/quick/FINDINGS.md` record what this showed on real data.
+# Differences from the paper to keep in mind: a much smaller network (ResNet-18 at a fraction of its width, not
+# WRN-28-10) trained on a few hundred images rather than 50,000, so even the true-label models generalize poorly
+# (their robust gaps come close to those of random labels) and every number is noisier; a handful of models, so a
+# single swapped pair moves τ by 2/(n(n−1)/2); measures on a subset of the training set; the models of Sec. 3.1's
+# runs, which add PGD-AT models and partly random labels to the paper's TRADES models, and models that do not fit
+# their training set (their margin is negative: no norm-based value, and a small gap only because they learned
+# nothing). The `quick` tier's executed notebook and `outputs/quick/FINDINGS.md` record what this showed.
 
 # %%
-def lower_than_true(key):
-    """(random-label models with a value below at least one true-label model's, random-label models with a value)."""
-    true = [cx[s][key] for s in models if noise[s] == 0 and cx[s].get(key) is not None]
-    rand = [cx[s][key] for s in models if noise[s] == 1 and cx[s].get(key) is not None]
-    return (sum(v < max(true) for v in rand) if true else 0), len(rand)
-
-
-# Kendall's tau of each measure over the models where it is defined, and over the models where all four are:
-# taus over different sets of models are not comparable (the models that fit nothing have small gaps)
-values, gaps = {k: [cx[s].get(k) for s in models] for k in MEASURES}, [gap[s] for s in models]
-(own, own_n), (common, common_n) = taus_with_gap(values, gaps), taus_with_gap(values, gaps, common=True)
-lines = []
-for i, (key, name) in enumerate(MEASURES.items()):
-    low, n_rand = lower_than_true(key)
-    if not own_n[i]:
-        lines.append(f"* **{name}**: undefined for every model (margin ≤ 0: no model fits its training set).")
-        continue
-    tau_text = "undefined" if np.isnan(own[i]) else f"{own[i]:+.2f}"
-    common_text = "undefined" if np.isnan(common[i]) else f"{common[i]:+.2f}"
-    lines.append(f"* **{name}**: Kendall τ with the gap {tau_text} over {own_n[i]} models ({common_text} over the "
-                 f"{common_n[i]} models where every measure is defined); {low} of {n_rand} random-label models have "
-                 f"a *lower* value than at least one true-label model.")
-fit = {model_label(s): f"{100 * cx[s]['fit']:.0f}%" for s in models}
-display(Markdown("\n".join(lines) + "\n\nShare of the measured training examples each model fits (margin > 0, "
-                 f"i.e. {'robustly' if S['robust_margin'] else 'naturally'} correct): "
-                 + ", ".join(f"{k} {v}" for k, v in fit.items()) + f".\n\n> {setting}"))
+fit = ", ".join(f"{gen.model_label(s)} {100 * cx[s]['fit']:.0f}%" for s in models)
+display(Markdown("\n".join(gen.summary(cx, gap)) + "\n\nShare of the measured training examples each model fits "
+                 f"(margin > 0, i.e. {'robustly' if S['robust_margin'] else 'naturally'} correct): {fit}.\n\n"
+                 f"> {fig6_setting}"))
 
 # %% [markdown]
 # ## The weight loss landscape along one random direction
@@ -328,33 +224,14 @@ display(Markdown("\n".join(lines) + "\n\nShare of the measured training examples
 # can be small.)
 
 # %%
-def plot_curve(ax, spec, **kw):
-    """The saved 1-D landscape of a model: solid = random labels, dashed = true, dotted = partly random; a hollow
-    marker = trained with a regularizer."""
-    c = cx[spec].get("curve")
-    if c:
-        method = spec.split("|")[0]
-        color = COLORS.get(method, "gray")
-        ax.plot(c["lambda"], c["loss"], marker=MARKERS.get(noise[spec], "s"), ms=5, color=color,
-                mfc="none" if "yes" in spec.split("|")[2:] else color,
-                ls="-" if noise[spec] == 1 else "--" if noise[spec] == 0 else ":", label=model_label(spec), **kw)
-
-
-fig, ax = plt.subplots(figsize=(7, 4))
-for spec in models:
-    plot_curve(ax, spec)
-ax.axvspan(-S["gamma"], S["gamma"], color="gray", alpha=0.08, lw=0)
-ax.set(xlabel="λ (step along a filter-normalized random direction)",
-       ylabel=f"adversarial loss (PGD-{S['steps']})", yscale="log",
-       title="1-D weight loss landscape of each model")
-ax.legend(fontsize=7)
-fig.tight_layout()
+fig = gen.landscape_figure(cx, S)
+examples = S["curve_examples"] or "all"
 out.figure(fig, "fig6_weight_landscape", f"Adversarial loss along a filter-normalized random direction in weight "
-           f"space (the first direction of the flatness measure; band: ±γ_w), on {S['curve_examples'] or 'all'} "
-           f"training examples. {setting}")
+           f"space (the first direction of the flatness measure; band: ±γ_w), on {examples} training examples. "
+           f"{fig6_setting}")
 plt.show()
-display(Markdown(f"> On {S['curve_examples'] or 'all'} training examples per model. {setting} (The paper shows no "
-                 f"such curves; Wu et al. 2020 do, for models trained on true labels.)"))
+show_setting(f"On {examples} training examples per model. {fig6_setting} (The paper shows no such curves; Wu et "
+             f"al. 2020 do, for models trained on true labels.)")
 
 # %% [markdown]
 # ## Explorer: walk along the direction yourself
@@ -369,62 +246,15 @@ display(Markdown(f"> On {S['curve_examples'] or 'all'} training examples per mod
 if interactive:
     import ipywidgets as widgets
 
-    from memlib.evaluate import load_weights
-
-    live: dict = {}  # (model, lambda) -> loss computed in this session
-    loaded: dict = {}
-
-    def live_loss(spec, lam):
-        if (spec, lam) not in live:
-            if spec not in loaded:
-                run_dir = fig6_dirs[spec]
-                cfg, _ = read_run(run_dir)
-                model, _ = load_weights(run_dir, S["checkpoint"], "cpu")
-                x, y = analysis.complexity_examples(run_dir, S)
-                k = S["curve_examples"] or len(y)
-                loaded[spec] = (cfg, model, x[:k], y[:k])
-            cfg, model, x, y = loaded[spec]
-            live[(spec, lam)] = analysis.adversarial_loss_along_direction(
-                model, x, y, [lam], eps=cfg.eps, alpha=cfg.alpha, steps=S["steps"], norm=cfg.norm,
-                seed=S["seed"]).item()
-        return live[(spec, lam)]
-
-    def show(spec, key, lam):
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-        scatter(ax1, key, highlight=spec)
-        plot_curve(ax2, spec)
-        try:
-            value = live_loss(spec, round(lam, 3))
-            pts = sorted((lm, v) for (s, lm), v in live.items() if s == spec)
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], "k*", ms=9, label="computed now")
-            ax2.set_title(f"ρ(θ + {lam:+.2f} d) = {value:.3f}")
-        except Exception as exc:  # e.g. final.pt not on this machine (checkpoints are not committed)
-            ax2.set_title(f"not computed: {type(exc).__name__}", fontsize=8)
-        ax2.set(xlabel="λ", ylabel="adversarial loss", yscale="log")
-        ax2.legend(fontsize=7)
-        fig.tight_layout()
-        plt.show()
-
-    widgets.interact(show,
-                     spec=widgets.Dropdown(options=[(model_label(s), s) for s in models], description="model"),
-                     key=widgets.Dropdown(options=[(v, k) for k, v in MEASURES.items()], value="flatness",
+    live = gen.Landscape(fig6_dirs, fig6, S)  # loads a model's final.pt on first use
+    widgets.interact(lambda spec, key, lam: gen.explorer_view(live, cx, gap, spec, key, lam),
+                     spec=widgets.Dropdown(options=[(gen.model_label(s), s) for s in models], description="model"),
+                     key=widgets.Dropdown(options=[(v, k) for k, v in gen.MEASURES.items()], value="flatness",
                                           description="measure"),
                      lam=widgets.FloatSlider(value=S["gamma"], min=-1.0, max=1.0, step=0.05, continuous_update=False,
                                              description="λ"))
 else:
-    cols = min(4, len(models))
-    rows = -(-len(models) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
-    for ax, spec in zip(axes.flat, models):
-        plot_curve(ax, spec)
-        ax.plot([S["gamma"]] * len(cx[spec]["perturbed"]), cx[spec]["perturbed"], "k*", ms=7)
-        ax.plot([0], [cx[spec]["adv_loss"]], "ko", ms=4)
-        ax.set(title=f"{model_label(spec)}\nflatness {cx[spec]['flatness']:.3g}, gap {gap[spec]:.0f}%",
-               xlabel="λ", yscale="log")
-        ax.title.set_fontsize(8)
-    for ax in list(axes.flat)[len(models):]:
-        ax.axis("off")
-    fig.tight_layout()
+    gen.landscape_grid(cx, gap, S["gamma"])
     plt.show()
 
 # %% [markdown]
@@ -447,57 +277,20 @@ else:
 #
 # **The paper's finding:** with vanilla SGD the adversarial initialization ends with *worse* natural and robust
 # test accuracy than the random one; with SOTA SGD both converge to nearly the same accuracy, as in Liu et al.
-# Solid lines: natural test accuracy; dashed: robust (PGD) test accuracy; blue: random init; red: adversarial.
+# Solid lines: natural test accuracy; dashed: robust (PGD) test accuracy; blue: random init; red: adversarial;
+# stars: the epoch of each run's `best.pt`.
 
 # %%
-a10_any = next(iter(a10_cfgs.values()))
-
-
-def describe(changes: dict) -> str:
-    """RunConfig changes of a training method in words, e.g. "momentum 0.9, weight decay 0.0005, augmentation"."""
-    words = {"momentum": "momentum {}", "weight_decay": "weight decay {}", "lr": "lr {}", "nesterov": "Nesterov {}"}
-    parts = [("augmentation" if v else "no augmentation") if k == "augment" else words.get(k, k + " {}").format(v)
-             for k, v in changes.items()]
-    return ", ".join(parts)
-
-
-schedule = a10_any.lr_schedule + (f", /10 every {a10_any.lr_step_every}" if a10_any.lr_schedule == "step" else "")
-a10_setting = (f"This run ({tier} tier): TRADES on the true labels of {a10_any.train_subset or 'all'} training images, "
-               f"{a10_any.model} at width {a10_any.width}, {a10_any.epochs} epochs, lr {a10_any.lr} ({schedule}), "
-               f"batch {a10_any.batch_size}, PGD-{a10_any.steps}, test accuracy on "
-               f"{a10_any.test_subset or 'all'} test images every {a10_any.eval_every} epoch(s); "
-               + "; ".join(f"{name} SGD: {describe(changes)}" for name, changes in sgd.items())
-               + "; adversarial init = final weights of "
-               f"{model_label(adv_init)} ({adv_cfg.epochs} epochs). Paper: WRN-28-10 (Sec. 3's setting), all 50,000 "
-               f"images, 200 epochs, initialized from TRADES trained on random labels.")
-a10_curves = {key: [m for m in read_metrics(path) if "test_rob_acc" in m] for key, path in a10_dirs.items()}
-INIT_COLORS = {"random": "tab:blue", "adversarial": "tab:red"}
-INIT_NAMES = {"random": "rand", "adversarial": "adv"}  # the paper's legend
-
+a10_setting = gen.a10_setting(a10, planned[("adv_init",)], tier, gen.model_label(adv_init))
 fig, axes = plt.subplots(1, len(sgd), figsize=(5.2 * len(sgd), 3.6), squeeze=False)
-for ax, name in zip(axes[0], sgd):
-    for init in ("random", "adversarial"):
-        rows = a10_curves[(init, name)]
-        ep = [m["epoch"] for m in rows]
-        ax.plot(ep, [m["test_nat_acc"] for m in rows], color=INIT_COLORS[init], marker=".",
-                label=f"{INIT_NAMES[init]} init; natural acc.")
-        ax.plot(ep, [m["test_rob_acc"] for m in rows], color=INIT_COLORS[init], ls="--", marker=".",
-                label=f"{INIT_NAMES[init]} init; robust acc.")
-    cfg = a10_cfgs[("random", name)]
-    for e in range(2, cfg.epochs + 1):
-        if lr_at(cfg, e) < lr_at(cfg, e - 1):
-            ax.axvline(e - 0.5, color="gray", ls=":", lw=1)
-    ax.set(title=f"{name} SGD", xlabel="epoch", ylabel="test accuracy", ylim=(0, 1.0))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-axes[0][0].legend(fontsize=7)
+gen.plot_a10(axes[0], {key: read_metrics(path) for key, path in a10_dirs.items()}, a10)
 fig.tight_layout()
 out.figure(fig, "figA10_init_curves", f"Fig. A.10: natural and robust test accuracy of TRADES from a random vs an "
            f"adversarial initialization, with vanilla and SOTA SGD (dotted: lr decay). {a10_setting}")
 plt.show()
 
 display(Markdown(out.table("figA10_final_accuracy", "init_comparison",
-                           runs={f"{init}|{name}": a10_dirs[(init, name)] for init in ("random", "adversarial")
-                                 for name in sgd},
+                           runs={f"{init}|{k}": path for (init, k), path in a10_dirs.items()},
                            title="Fig. A.10: TRADES from a random vs an adversarial initialization",
                            setting=a10_setting)))
 

@@ -74,12 +74,10 @@ tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/06_mitigati
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
 jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
-# RunConfig values shared by every run (Sec. 5: ResNet-18, SGD lr 0.1 decayed 10x at epochs 100 and 150 of 200,
-# weight decay 5e-4, augmentation, PGD-10; TE weight 300, eta 0.9, ramp over epochs 90-150), here shrunk to seconds
-base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
-                  epochs=3, batch_size=50, steps=2, eval_steps=2, augment=True, weight_decay=5e-4, lr=0.1,
-                  lr_schedule="multistep", lr_milestones=[2], te_weight=300.0, te_start=2, te_end=3,
-                  te_momentum=0.9, eval_batch_size=500)
+# RunConfig values shared by every run: a dict, or {"from": name} = params/bases/<name>.yaml (plus any changes).
+# Sec. 5: ResNet-18, SGD lr 0.1 decayed 10x at epochs 100 and 150 of 200, weight decay 5e-4, augmentation, PGD-10;
+# TE weight 300, eta 0.9, ramp over epochs 90-150. smoke-sec5 shrinks it to seconds (and is 05's and 07's base too)
+base: dict = {"from": "smoke-sec5"}
 datasets: list = ["cifar10"]  # Table 1(a, b, c): cifar10 | cifar100 | svhn (only CIFAR-10 has an offline copy)
 dataset_overrides: dict = {}  # dataset -> RunConfig changes, e.g. the paper's SVHN schedule (lr 0.01, cosine, 80 ep.)
 methods: list = ["pgd_at", "pgd_at_te", "trades", "trades_te"]  # the rows of Table 1
@@ -97,44 +95,28 @@ check_notebook_parameters(globals(), "06_mitigation")
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
-from memlib.config import RunConfig
+from memlib import present
 from memlib.evaluate import evaluate_run
+from memlib.experiments import declare
 from memlib.methods import Context
-from memlib.paper import METHOD_NAMES, TABLE1
+from memlib.paper import TABLE1
+from memlib.present import DATA_NAMES, METRIC_NAMES, show_setting
 from memlib.report import Outputs
 from memlib.runs import read_metrics
-from memlib.train import lr_at, train_many
+from memlib.train import train_many
 
 out = Outputs(tier, "06_mitigation")
-DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 LETTERS = {"cifar10": "a", "cifar100": "b", "svhn": "c"}  # Table 1(a), (b), (c)
-COLORS = {"pgd_at": "tab:blue", "pgd_at_te": "tab:orange", "trades": "tab:green", "trades_te": "tab:red"}
 
 # Every config is built (and so checked) before anything trains: a typo in the SVHN overrides should not
-# surface after the CIFAR-10 runs have taken their hours.
-cfgs = {(d, m): RunConfig(**out.run_config(**{**base, "dataset": d, **dataset_overrides.get(d, {}), "method": m}))
-        for d in datasets for m in methods}
-
-
-def setting_for(dataset):
-    """The `setting` string printed next to every result of a data set: this tier vs the paper."""
-    c = cfgs[(dataset, methods[0])]
-    schedule = (f"lr {c.lr} /{round(1 / c.lr_decay)} after epoch{'s' * (len(c.lr_milestones) > 1)} "
-                f"{', '.join(map(str, c.lr_milestones))}"
-                if c.lr_schedule == "multistep" else f"lr {c.lr} {c.lr_schedule}")
-    return (f"This run ({tier} tier): {DATA_NAMES[dataset]}, {c.model} at width {c.width}, "
-            f"{c.train_subset or 'all'} training images ({'with' if c.augment else 'no'} augmentation), "
-            f"{c.epochs} epochs, {schedule}, PGD-{c.steps} in training, best epoch by PGD-{c.eval_steps} on "
-            f"{c.test_subset or 'all'} test images, TE weight {c.te_weight:g} ramped over epochs "
-            f"{c.te_start}-{c.te_end}, eps {round(c.eps * 255)}/255. {paper_setting}")
-
-
-settings = {d: setting_for(d) for d in datasets}
-for d in datasets:
-    display(Markdown(f"> {settings[d]}"))
-    c = cfgs[(d, methods[0])]
+# surface after the CIFAR-10 runs have taken their hours. memlib/experiments/mitigation.py declares them.
+planned = declare("06_mitigation", globals(), out.runs, out.data).configs
+first = {d: planned[(d, methods[0])] for d in datasets}  # a data set's schedule (the same for all its methods)
+te_band = any(m.endswith("_te") for m in methods)  # the TE ramp-up is shaded where a TE run is drawn
+settings = {d: present.setting(c, tier, present.te_text(c), paper=paper_setting) for d, c in first.items()}
+for d, c in first.items():
+    show_setting(settings[d])
     if c.te_end > c.epochs:
         display(Markdown(f"> **Note:** on {DATA_NAMES[d]} the TE ramp ends at epoch {c.te_end}, after the last "
                          f"epoch ({c.epochs}); the TE weight never reaches its full value."))
@@ -155,19 +137,12 @@ for d in datasets:
 
 # %%
 fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.0), squeeze=False)
-for ax, d in zip(axes[0], datasets):
-    c = cfgs[(d, methods[0])]
+for ax, (d, c) in zip(axes[0], first.items()):
     epochs = range(1, c.epochs + 1)
     ax.plot(epochs, [Context(c, e).te_weight() for e in epochs], "o-" if c.epochs <= 20 else "-", ms=3,
             color="tab:purple", label="TE weight w")
     ax.set(xlabel="epoch", ylabel="TE weight (mean over classes)", title=DATA_NAMES[d])
-    ax2 = ax.twinx()
-    ax2.plot(epochs, [lr_at(c, e) for e in epochs], "--", color="gray", drawstyle="steps-mid", label="learning rate")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("learning rate (log scale)", color="gray")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center left")
+    present.plot_lr(ax, c, loc="center left")
 fig.tight_layout()
 out.figure(fig, "te_weight_ramp", "TE weight w(epoch) (Gaussian ramp-up of Laine & Aila) and the learning rate, "
            "as configured in this tier")
@@ -185,21 +160,12 @@ plt.show()
 # source). CIFAR-100 and SVHN are downloaded by torchvision where there is internet; the `quick` and `smoke`
 # tiers therefore train on CIFAR-10 only, and Table 1(b, c) appear in the `paper` tier.
 
-
 # %%
-keys = [(d, m) for d in datasets for m in methods]
-results = train_many([cfgs[k] for k in keys], jobs=jobs, force=force)  # finished runs are reused
-runs = {k: r.run_dir for k, r in zip(keys, results)}
+results = train_many(list(planned.values()), jobs=jobs, force=force)  # finished runs are reused
+runs = {key: r.run_dir for key, r in zip(planned, results)}
 for path in runs.values():
     out.add_run(path)
-curves = {key: read_metrics(path) for key, path in runs.items()}
-
-
-def best_epoch(metrics):
-    """The epoch of `best.pt`: highest test robust accuracy, ties by natural accuracy, first one wins."""
-    evaluated = [m for m in metrics if "test_rob_acc" in m]  # epochs skipped by eval_every have no accuracies
-    return max(evaluated, key=lambda m: (m["test_rob_acc"], m["test_nat_acc"]))["epoch"] if evaluated else None
-
+curves = {d: {m: read_metrics(runs[(d, m)]) for m in methods} for d in datasets}  # per data set, per method
 
 # %% [markdown]
 # ## Table 1: best and final checkpoints under several attacks
@@ -231,13 +197,11 @@ for d in datasets:
                                title=f"Table 1({letter}): test accuracy of the best and final checkpoints on "
                                      f"{DATA_NAMES[d]}", setting=settings[d])))
     if selection_attack:
-        gaps = ", ".join(
-            f"{METHOD_NAMES.get(m, m)} {100 * (evals[(d, m)]['best'][selection_attack] - evals[(d, m)]['final'][selection_attack]):+.2f}"
-            f" (best epoch {evals[(d, m)]['best']['epoch']} of {evals[(d, m)]['final']['epoch']})" for m in methods)
-        paper = ", ".join(f"{METHOD_NAMES.get(m, m)} {TABLE1[d][m]['pgd-10']['diff']:+.2f}"
-                          for m in methods if m in TABLE1.get(d, {}))
-        display(Markdown(f"**Best − final under {selection_attack}, this run:** {gaps}.  \n"
-                         f"**Paper, PGD-10:** {paper}."))
+        cells = {m: evals[(d, m)] for m in methods}
+        display(Markdown(present.gap_summary(
+            selection_attack, {m: 100 * (e["best"][selection_attack] - e["final"][selection_attack])
+                               for m, e in cells.items()}, TABLE1.get(d, {}),
+            {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()})))
 
 # %% [markdown]
 # **What the paper found.** On CIFAR-10 the best-minus-final PGD-10 gap of PGD-AT is **7.72** points (52.64%
@@ -263,53 +227,13 @@ for d in datasets:
 # robust curves jump at the first decay (epoch 100) and then slide down for the remaining 100 epochs,
 # while the +TE curves jump as high or higher and stay flat.
 
-
 # %%
-METRIC_NAMES = {"test_rob_acc": "robust test accuracy", "test_nat_acc": "natural test accuracy",
-                "train_rob_acc": "robust training accuracy", "train_nat_acc": "natural training accuracy",
-                "rob_gap": "robust gap (train - test)", "train_loss": "training loss"}
-
-
-def lr_decays(cfg):
-    """Epochs whose learning rate is lower than the previous epoch's (none drawn for a cosine schedule)."""
-    if cfg.lr_schedule not in ("multistep", "step"):
-        return []
-    return [e for e in range(2, cfg.epochs + 1) if lr_at(cfg, e) < lr_at(cfg, e - 1)]
-
-
-def decorate(ax, dataset):
-    c = cfgs[(dataset, methods[0])]
-    for e in lr_decays(c):
-        ax.axvline(e - 0.5, color="gray", ls=":", lw=1)
-    if any(m.endswith("_te") for m in methods):
-        ax.axvspan(c.te_start, c.te_end, color="tab:purple", alpha=0.08, lw=0)
-
-
-def plot_metric(ax, dataset, methods_shown, metric):
-    """One curve per method of `metric` (a metrics.jsonl key, or "rob_gap" = train - test robust accuracy)."""
-    for m in methods_shown:
-        keys = ("train_rob_acc", "test_rob_acc") if metric == "rob_gap" else (metric,)
-        rows = [r for r in curves.get((dataset, m), []) if all(k in r for k in keys)]
-        if not rows:
-            continue
-        ep = [r["epoch"] for r in rows]
-        ys = [(r["train_rob_acc"] - r["test_rob_acc"]) if metric == "rob_gap" else r[metric] for r in rows]
-        ax.plot(ep, ys, color=COLORS.get(m), label=METHOD_NAMES.get(m, m))
-        b = best_epoch(rows)
-        if b in ep:
-            ax.plot([b], [ys[ep.index(b)]], "*", color=COLORS.get(m), ms=10, mec="k", mew=0.5)
-    decorate(ax, dataset)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel=METRIC_NAMES.get(metric, metric))
-
-
-for d in datasets:
-    c = cfgs[(d, methods[0])]
+for d, c in first.items():
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric in zip(axes, ("test_nat_acc", "test_rob_acc")):
-        plot_metric(ax, d, methods, metric)
+        present.plot_metric(ax, curves[d], metric, c, te_band=te_band)
         ax.set_title(f"{DATA_NAMES[d]}: {METRIC_NAMES[metric]}" + (" (cosine lr)" if c.lr_schedule == "cosine" else ""))
-    axes[1].set_ylabel(f"robust test accuracy (PGD-{c.eval_steps})")
+    axes[1].set_ylabel(f"robust test accuracy (PGD-{c.eval_steps}, %)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     out.figure(fig, f"fig8_learning_curves_{d}",
@@ -333,33 +257,8 @@ for d in datasets:
 # best epochs. (In a headless run this shows the robust metrics of every method at once instead.)
 
 # %%
-if interactive:
-    import ipywidgets as widgets
-
-    def show(dataset, methods_shown, metric):
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        plot_metric(ax, dataset, methods_shown, metric)
-        ax.set_title(DATA_NAMES[dataset])
-        if methods_shown:
-            ax.legend(fontsize=8)
-        plt.show()
-
-    widgets.interact(show,
-                     dataset=widgets.Dropdown(options=datasets, description="data set"),
-                     methods_shown=widgets.SelectMultiple(options=methods, value=tuple(methods), description="methods"),
-                     metric=widgets.Dropdown(options=[(v, k) for k, v in METRIC_NAMES.items()], value="test_rob_acc",
-                                             description="metric"))
-else:
-    panels = ("test_rob_acc", "train_rob_acc", "rob_gap")
-    fig, axes = plt.subplots(len(datasets), len(panels), figsize=(4.6 * len(panels), 3.3 * len(datasets)),
-                             squeeze=False)
-    for row, d in zip(axes, datasets):
-        for ax, metric in zip(row, panels):
-            plot_metric(ax, d, methods, metric)
-            ax.set_title(f"{DATA_NAMES[d]}: {METRIC_NAMES[metric]}")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    plt.show()
+present.explore_curves({DATA_NAMES[d]: curves[d] for d in datasets}, {DATA_NAMES[d]: c for d, c in first.items()},
+                       interactive, te_band=te_band)
 
 # %% [markdown]
 # ## Summary

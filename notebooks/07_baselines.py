@@ -90,12 +90,10 @@ tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/07_baseline
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
 jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
-# RunConfig values shared by every run (Sec. 5: ResNet-18, CIFAR-10, l-inf 8/255, PGD-10, lr 0.1 /10 at 100 and
-# 150 of 200 epochs), here notebook 06's smoke setting, so that the PGD-AT and PGD-AT+TE runs are shared with it
-base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
-                  epochs=3, batch_size=50, steps=2, eval_steps=2, augment=True, weight_decay=5e-4, lr=0.1,
-                  lr_schedule="multistep", lr_milestones=[2], te_weight=300.0, te_start=2, te_end=3,
-                  te_momentum=0.9, eval_batch_size=500)
+# RunConfig values of every run (Sec. 5: ResNet-18, CIFAR-10, l-inf 8/255, PGD-10, lr 0.1 /10 at 100 and 150 of
+# 200 epochs): a dict, or {"from": name} for params/bases/<name>.yaml; smoke-sec5 is notebook 06's smoke setting,
+# so that the PGD-AT and PGD-AT+TE runs are its runs
+base: dict = {"from": "smoke-sec5"}
 seeds: list = [0]  # seeds of the Table 2 and C.1 runs; several give mean ± std in every cell
 tables: list = ["table2", "table_c1", "table_c2"]  # which tables this tier makes
 # Table 2 rows: key -> RunConfig changes on `base` (the keys name the rows of memlib.paper.TABLE2)
@@ -132,92 +130,38 @@ check_notebook_parameters(globals(), "07_baselines")
 # %%
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
 
-from memlib.config import RunConfig
+from memlib import present
 from memlib.evaluate import evaluate_run
-from memlib.methods import Context
-from memlib.paper import METHOD_NAMES, TABLE2
+from memlib.experiments import declare
+from memlib.experiments.baselines import hyperparameters
+from memlib.paper import TABLE2
+from memlib.present import METRIC_NAMES, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics, run_dir_for
-from memlib.train import lr_at, train_many
+from memlib.runs import read_metrics
+from memlib.train import train_many
 
 out = Outputs(tier, "07_baselines")
-COLORS = {"pgd_at": "tab:blue", "pgd_at_ls": "tab:cyan", "pgd_at_sat": "tab:green", "kd_swa": "tab:purple",
-          "coteaching": "tab:brown", "pgd_at_te": "tab:orange"}
-
-
-def make_cfg(changes: dict, seed: int) -> RunConfig:
-    return RunConfig(**out.run_config(**{**base, **changes, "seed": seed}))
-
-
-# KD-SWA's teachers are other runs of this notebook: their checkpoints' paths are known before they are trained
-teacher_cfgs = {s: make_cfg(table2_rows[kd_teacher_row], s) for s in seeds}
-std_teacher_cfgs = {s: make_cfg(kd_std_teacher, s) for s in seeds} if kd_std_teacher else {}
-
-
-def kd_changes(seed: int) -> dict:
-    changes = {"kd_teacher": str(run_dir_for(teacher_cfgs[seed])[0] / "best.pt")}  # early-stopped robust teacher
-    if std_teacher_cfgs:
-        changes["kd_std_teacher"] = str(run_dir_for(std_teacher_cfgs[seed])[0] / "final.pt")
-    return changes
-
-
-# Every config is built (and so checked) before anything trains.
-cfgs = {("table2", key, s): make_cfg({**ch, **(kd_changes(s) if ch.get("method") == "kd_swa" else {})}, s)
-        for key, ch in table2_rows.items() for s in seeds}
-if "table_c1" in tables:
-    cfgs.update({("table_c1", key, s): make_cfg(ch, s) for key, ch in c1_rows.items() for s in seeds})
-if "table_c2" in tables:
-    cfgs.update({("table_c2", m, s): make_cfg({"method": m}, s) for m in c2_methods for s in c2_seeds})
-c0 = next(iter(cfgs.values()))
-
-
-def schedule_text(c: RunConfig) -> str:
-    if c.lr_schedule == "multistep":
-        return (f"lr {c.lr} /{round(1 / c.lr_decay)} after epoch{'s' * (len(c.lr_milestones) > 1)} "
-                f"{', '.join(map(str, c.lr_milestones))}")
-    return f"lr {c.lr} {c.lr_schedule}"
+# Every config is built (and so checked) before anything trains: memlib/experiments/baselines.py declares them,
+# KD-SWA's teachers first (their checkpoints' paths are known before they are trained).
+declared = declare("07_baselines", globals(), out.runs, out.data)
+planned, runs = declared.configs, declared.dirs
+rows = {k: planned[("table2", k, seeds[0])] for k in table2_rows}  # each Table 2 row's config (first seed)
+c0 = next(iter(rows.values()))
 
 
 def seeds_text(row_seeds: list) -> str:
     return f"seed{'s' * (len(row_seeds) > 1)} {', '.join(map(str, row_seeds))}"
 
 
-def row_cfg(key: str) -> RunConfig:
-    return cfgs[("table2", key, seeds[0])]
-
-
-def baseline_text() -> str:
-    """The baselines' hyper-parameters in this tier."""
-    parts = []
-    if "pgd_at_ls" in table2_rows:
-        parts.append(f"LS s = {row_cfg('pgd_at_ls').label_smoothing:g}")
-    if "pgd_at_sat" in table2_rows:
-        c = row_cfg("pgd_at_sat")
-        parts.append(f"SAT alpha {c.sat_momentum:g} from epoch {c.sat_start}")
-    if "kd_swa" in table2_rows:
-        c = row_cfg("kd_swa")
-        teachers = "robust" + (" + standard" if c.kd_std_teacher else "") + " teacher"
-        parts.append(f"KD-SWA: {teachers}, T {c.kd_temperature:g}, weights {c.kd_weight:g}"
-                     + (f"/{c.kd_std_weight:g}" if c.kd_std_teacher else "") + f", SWA from epoch {c.swa_start}")
-    if "coteaching" in table2_rows:
-        c = row_cfg("coteaching")
-        parts.append(f"Co-teaching tau {c.coteach_forget_rate:g}, T_k {c.coteach_gradual}")
-    return "; ".join(parts)
-
-
-# the `setting` strings printed next to every result: this tier's runs, then the paper's
-core = (f"This run ({tier} tier): CIFAR-10, {c0.model} at width {c0.width}, {c0.train_subset or 'all'} training "
-        f"images ({'with' if c0.augment else 'no'} augmentation), {c0.epochs} epochs, {schedule_text(c0)}, "
-        f"PGD-{c0.steps} in training, best epoch by PGD-{c0.eval_steps} on {c0.test_subset or 'all'} test images, "
-        f"TE weight {c0.te_weight:g} ramped over epochs {c0.te_start}-{c0.te_end}")
-setting = f"{core}, {seeds_text(seeds)}; {baseline_text()}. {paper_setting}"
-l2 = [c for k, c in cfgs.items() if k[0] == "table_c1" and c.norm == "l2"]
-c1_setting = (f"{core}, {seeds_text(seeds)}" + (f"; l2 rows: PGD step {l2[0].alpha * 255:g}/255 (our assumption)"
-                                                  if l2 else "") + f". {paper_setting}")
-c2_setting = f"{core}, {seeds_text(c2_seeds)}. {paper_setting}"
-display(Markdown(f"> {setting}"))
+# the setting lines printed next to every result: this tier's runs (from their configs), then the paper's
+l2 = [c for k, c in planned.items() if k[0] == "table_c1" and c.norm == "l2"]
+setting = present.setting(c0, tier, present.te_text(c0), seeds_text(seeds), hyperparameters(rows), paper=paper_setting)
+c1_setting = present.setting(c0, tier, present.te_text(c0), seeds_text(seeds),
+                             f"l2 rows: PGD step {present.eps_text(l2[0].alpha)} (our assumption)" if l2 else "",
+                             paper=paper_setting)
+c2_setting = present.setting(c0, tier, present.te_text(c0), seeds_text(c2_seeds), paper=paper_setting)
+show_setting(setting)
 
 # %% [markdown]
 # ## When each baseline acts
@@ -229,30 +173,9 @@ display(Markdown(f"> {setting}"))
 # averaging are plain PGD-AT (KD-SWA distils from the first epoch on).
 
 # %%
-epochs = range(1, c0.epochs + 1)
 fig, ax = plt.subplots(figsize=(7.5, 3.4))
-if "coteaching" in table2_rows:
-    c = row_cfg("coteaching")
-    ax.plot(epochs, [1 - Context(c, e).forget_rate() for e in epochs], color=COLORS["coteaching"],
-            label="Co-teaching: fraction of the batch kept")
-if "pgd_at_te" in table2_rows:
-    c = row_cfg("pgd_at_te")
-    ax.plot(epochs, [Context(c, e).te_weight() / c.te_weight for e in epochs], color=COLORS["pgd_at_te"],
-            label="TE weight / maximum")
-if "pgd_at_sat" in table2_rows:
-    ax.axvspan(row_cfg("pgd_at_sat").sat_start - 0.5, c0.epochs + 0.5, color=COLORS["pgd_at_sat"], alpha=0.12,
-               label="SAT updates its targets")
-if "kd_swa" in table2_rows:
-    ax.axvspan(row_cfg("kd_swa").swa_start - 0.5, c0.epochs + 0.5, ymax=0.5, fill=False, hatch="//",
-               edgecolor=COLORS["kd_swa"], lw=0, label="SWA averages the weights")
-ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05))
-ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-ax2 = ax.twinx()
-ax2.plot(epochs, [lr_at(c0, e) for e in epochs], "--", color="gray", drawstyle="steps-mid", label="learning rate")
-ax2.set_yscale("log")
-ax2.set_ylabel("learning rate (log scale)", color="gray")
-handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+present.plot_timing(ax, rows, c0.epochs)
+present.plot_lr(ax, c0, loc="lower left")
 fig.tight_layout()
 out.figure(fig, "baseline_schedules", f"When the Table 2 baselines act in this tier. {setting}")
 plt.show()
@@ -267,11 +190,10 @@ plt.show()
 # networks, so it costs about twice a PGD-AT run.
 
 # %%
-first = list(teacher_cfgs.values()) + list(std_teacher_cfgs.values())
-done = {r.run_dir.name for r in train_many(first, jobs=jobs, force=force)}
-train_many([c for c in cfgs.values() if run_dir_for(c)[0].name not in done], jobs=jobs, force=force)
-runs = {key: run_dir_for(c)[0] for key, c in cfgs.items()}
-for path in [run_dir_for(c)[0] for c in first] + list(runs.values()):
+teachers = [c for k, c in planned.items() if k[0] in ("kd_teacher", "kd_std_teacher")]
+done = {r.run_dir for r in train_many(teachers, jobs=jobs, force=force)}
+train_many([c for k, c in planned.items() if runs[k] not in done], jobs=jobs, force=force)
+for path in dict.fromkeys(runs.values()):  # each run once, the teachers first
     out.add_run(path)
 curves = {key: read_metrics(path) for key, path in runs.items()}
 
@@ -284,27 +206,32 @@ curves = {key: read_metrics(path) for key, path in runs.items()}
 # *ours (paper)*; with several seeds ours is mean ± std.
 
 # %%
+table_attacks = {"table2": attacks, "table_c1": c1_attacks, "table_c2": attacks}
 for key, path in runs.items():
-    evaluate_run(path, c1_attacks if key[0] == "table_c1" else attacks, n=eval_n)
+    if key[0] in table_attacks:  # the teachers are evaluated as Table 2 rows (KD-SWA's standard teacher not at all)
+        evaluate_run(path, table_attacks[key[0]], n=eval_n)
 
 
-def by_row(table: str, keys, row_seeds) -> dict:
-    return {k: [runs[(table, k, s)] for s in row_seeds] for k in keys}
+
+def best_final(name: str, keys, row_seeds, table_setting: str, title: str) -> None:
+    """Show one best/final table of this tier's runs (Tables 2, C.1, C.2), or say that the tier leaves it out."""
+    if not any(k[0] == name for k in runs):
+        display(Markdown(f"*{title.split(':')[0]} is not part of the {tier} tier "
+                         f"(see params/07_baselines/{tier}.yaml).*"))
+        return
+    show_setting(table_setting)
+    display(Markdown(out.table(name, "best_final", runs={k: [runs[(name, k, s)] for s in row_seeds] for k in keys},
+                               paper=name, attacks=table_attacks[name], n=eval_n, setting=table_setting, title=title)))
 
 
-display(Markdown(f"> {setting}"))
-display(Markdown(out.table("table2", "best_final", runs=by_row("table2", table2_rows, seeds), paper="table2",
-                           attacks=attacks, n=eval_n, setting=setting,
-                           title="Table 2: PGD-AT, its extensions and TE on CIFAR-10 (best / final / diff)")))
+best_final("table2", table2_rows, seeds, setting,
+           "Table 2: PGD-AT, its extensions and TE on CIFAR-10 (best / final / diff)")
 robust = next((a for a in attacks if a.startswith("pgd")), None)
 if robust:
     def gap(key):
         cells = [evaluate_run(runs[("table2", key, s)], [robust], n=eval_n, log=lambda m: None) for s in seeds]
         return sum(100 * (r["best"][robust] - r["final"][robust]) for r in cells) / len(cells)
-    ours = ", ".join(f"{METHOD_NAMES.get(k, k)} {gap(k):+.2f}" for k in table2_rows)
-    paper = ", ".join(f"{METHOD_NAMES.get(k, k)} {TABLE2[k]['pgd-10']['diff']:+.2f}"
-                      for k in table2_rows if k in TABLE2)
-    display(Markdown(f"**Best − final under {robust}, this run:** {ours}.  \n**Paper, PGD-10:** {paper}."))
+    display(Markdown(present.gap_summary(robust, {k: gap(k) for k in table2_rows}, TABLE2)))
 
 # %% [markdown]
 # **What the paper found.** Every remedy shrinks PGD-AT's PGD-10 gap of 7.72 points, LS the least (4.80; it
@@ -326,36 +253,12 @@ if robust:
 # the averaged model at its SWA start, which is why it flattens: an average of weights changes slowly.
 
 # %%
-METRIC_NAMES = {"test_rob_acc": "robust test accuracy", "test_nat_acc": "natural test accuracy",
-                "train_rob_acc": "robust training accuracy", "train_nat_acc": "natural training accuracy",
-                "rob_gap": "robust gap (train - test)", "train_loss": "training loss"}
-
-
-def plot_metric(ax, keys, metric):
-    """One curve per Table 2 row (first seed) of a metrics.jsonl key, or "rob_gap" = train - test robust."""
-    for k in keys:
-        need = ("train_rob_acc", "test_rob_acc") if metric == "rob_gap" else (metric,)
-        rows = [r for r in curves[("table2", k, seeds[0])] if all(n in r for n in need)]
-        if not rows:
-            continue
-        ep = [r["epoch"] for r in rows]
-        ys = [(r["train_rob_acc"] - r["test_rob_acc"]) if metric == "rob_gap" else r[metric] for r in rows]
-        ax.plot(ep, ys, color=COLORS.get(k), label=METHOD_NAMES.get(k, k))
-        if metric != "train_loss" and "test_rob_acc" in rows[0]:
-            b = max(rows, key=lambda r: (r["test_rob_acc"], r["test_nat_acc"]))["epoch"]
-            ax.plot([b], [ys[ep.index(b)]], "*", color=COLORS.get(k), ms=10, mec="k", mew=0.5)
-    for e in range(2, c0.epochs + 1):
-        if lr_at(c0, e) < lr_at(c0, e - 1):
-            ax.axvline(e - 0.5, color="gray", ls=":", lw=1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel=METRIC_NAMES.get(metric, metric))
-
-
+first_seed = {k: curves[("table2", k, seeds[0])] for k in table2_rows}
 fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8))
 for ax, metric in zip(axes, ("test_nat_acc", "test_rob_acc")):
-    plot_metric(ax, table2_rows, metric)
+    present.plot_metric(ax, first_seed, metric, c0)
     ax.set_title(METRIC_NAMES[metric])
-axes[1].set_ylabel(f"robust test accuracy (PGD-{c0.eval_steps})")
+axes[1].set_ylabel(f"robust test accuracy (PGD-{c0.eval_steps}, %)")
 axes[0].legend(fontsize=7)
 fig.tight_layout()
 out.figure(fig, "table2_learning_curves", f"Natural and PGD-{c0.eval_steps} test accuracy per epoch of the Table 2 "
@@ -371,29 +274,7 @@ plt.show()
 # the largest loss at all). (In a headless run this shows three metrics for every method.)
 
 # %%
-if interactive:
-    import ipywidgets as widgets
-
-    def show(methods_shown, metric):
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        plot_metric(ax, methods_shown, metric)
-        if methods_shown:
-            ax.legend(fontsize=8)
-        plt.show()
-
-    widgets.interact(show,
-                     methods_shown=widgets.SelectMultiple(options=[(METHOD_NAMES.get(k, k), k) for k in table2_rows],
-                                                          value=tuple(table2_rows), description="methods"),
-                     metric=widgets.Dropdown(options=[(v, k) for k, v in METRIC_NAMES.items()], value="test_rob_acc",
-                                             description="metric"))
-else:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    for ax, metric in zip(axes, ("test_rob_acc", "train_rob_acc", "rob_gap")):
-        plot_metric(ax, table2_rows, metric)
-        ax.set_title(METRIC_NAMES[metric])
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    plt.show()
+present.explore_curves({"Table 2": first_seed}, {"Table 2": c0}, interactive)
 
 # %% [markdown]
 # ## Table C.1: other networks and the l2 threat model
@@ -412,13 +293,8 @@ else:
 # accuracy throughout. Robust overfitting is milder under l2 to begin with.
 
 # %%
-if "table_c1" in tables:
-    display(Markdown(f"> {c1_setting}"))
-    display(Markdown(out.table("table_c1", "best_final", runs=by_row("table_c1", c1_rows, seeds), paper="table_c1",
-                               attacks=c1_attacks, n=eval_n, setting=c1_setting,
-                               title="Table C.1: other networks (l-inf 8/255) and the l2 threat model (eps 128/255)")))
-else:
-    display(Markdown(f"*Table C.1 is not part of the {tier} tier (see params/07_baselines/{tier}.yaml).*"))
+best_final("table_c1", c1_rows, seeds, c1_setting,
+           "Table C.1: other networks (l-inf 8/255) and the l2 threat model (eps 128/255)")
 
 # %% [markdown]
 # ## Table C.2: Table 1(a) over three seeds
@@ -433,13 +309,8 @@ else:
 # compare a method's mean difference with its std before reading anything into it.
 
 # %%
-if "table_c2" in tables:
-    display(Markdown(f"> {c2_setting}"))
-    display(Markdown(out.table("table_c2", "best_final", runs=by_row("table_c2", c2_methods, c2_seeds),
-                               paper="table_c2", attacks=attacks, n=eval_n, setting=c2_setting,
-                               title=f"Table C.2: Table 1(a) over {len(c2_seeds)} seeds (mean ± std)")))
-else:
-    display(Markdown(f"*Table C.2 is not part of the {tier} tier (see params/07_baselines/{tier}.yaml).*"))
+best_final("table_c2", c2_methods, c2_seeds, c2_setting,
+           f"Table C.2: Table 1(a) over {len(c2_seeds)} seeds (mean ± std)")
 
 # %% [markdown]
 # ## Summary
