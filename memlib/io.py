@@ -160,16 +160,6 @@ def write_store(path: str | Path, entries: dict, digests: dict) -> None:
     atomic_write_json(path, {**values, **({DIGESTS: known} if known else {})})
 
 
-def json_cache(path: str | Path, key: str, compute):
-    """``compute()`` once per ``key`` in the result file ``path`` (no weights digest): ``runs.Run.cached``
-    without weights."""
-    values, _ = read_store(path)
-    if key not in values:
-        values[key] = compute()
-        write_store(path, {key: values[key]}, {})
-    return values[key]
-
-
 def file_digest(path: str | Path) -> str:
     """The sha256 of a file (hex), read in 1 MiB blocks: which checkpoint a cached measurement was made on."""
     h = hashlib.sha256()

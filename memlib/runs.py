@@ -34,7 +34,7 @@ import torch.nn as nn
 from memlib import __version__
 from memlib.config import ConfigError, MemlibError, RunConfig
 from memlib.data import NUM_CLASSES, DataError, data_digest, load_split, resolve_source, source_label
-from memlib.io import file_digest, load_checkpoint, read_store, write_store
+from memlib.io import DIGEST_FIELD, file_digest, load_checkpoint, read_store, write_store
 from memlib.models import build_model
 
 # Per-channel statistics used only when ``normalize: true`` (the authors feed raw [0, 1] pixels).
@@ -451,8 +451,9 @@ class Run:
         if not force and key in values and (digest is None or kept is None or digest.startswith(kept)):
             return values[key]
         value = compute()  # a record's weights may be trained meanwhile: the digest is of what was used
-        write_store(path, {key: value}, {key: self.weights_digest(weights) if weights else None})
-        return value
+        digest = self.weights_digest(weights) if weights else None
+        write_store(path, {key: value}, {key: digest})
+        return {**value, DIGEST_FIELD: digest} if isinstance(value, dict) and digest else value  # as kept
 
     def cached_value(self, file: str, key: str):
         """A kept result (``cached``) without computing anything: None when there is none."""

@@ -50,11 +50,9 @@ tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/03_converge
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
 jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
-# RunConfig values shared by every run: the Sec. 3 setting of 02_random_labels (no augmentation, weight decay 0),
-# so that the PGD-AT run on random labels of Fig. 5 is the very run of Fig. 2 (same identity, trained once)
-base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
-                  epochs=3, batch_size=50, steps=2, eval_steps=2, augment=False, weight_decay=0.0, lr=0.1,
-                  lr_schedule="constant", eval_batch_size=500)
+# RunConfig values shared by every run: the Sec. 3 base that 02_random_labels names too (params/bases/<tier>-sec3.yaml:
+# no augmentation, weight decay 0), so that the PGD-AT run on random labels of Fig. 5 is the very run of Fig. 2
+base: dict = {"from": "smoke-sec3"}
 grad_epochs: int = 3  # length of the gradient-analysis runs (Figs. 3, 4b, A.9); weights kept after every epoch
 n_examples: int = 16  # training examples whose per-example gradients are measured (Figs. 3, 4, A.9: per group)
 lambda_max: float = 0.05  # Fig. 4(a), A.8: lambda in [-lambda_max, lambda_max] (paper 0.05)
@@ -71,137 +69,66 @@ from memlib.config import check_notebook_parameters
 check_notebook_parameters(globals(), "03_convergence")
 
 # %%
-from functools import cache
-
 import matplotlib.pyplot as plt
-import numpy as np
-import torch
 from IPython.display import Markdown, display
 
-from memlib import analysis
-from memlib.config import RunConfig
-from memlib.data import prepare_data
-from memlib.evaluate import load_weights
-from memlib.io import json_cache
+from memlib.experiments import declare
+from memlib.experiments.convergence import (findings, grad_norms, gradient_change, noise_norms, ratio_samples,
+                                            snapshots, successive_cosines)
+from memlib.present import COLORS, LOSS_NAMES, mark_schedule, name, plot_curve, setting as setting_line, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics, read_run
-from memlib.train import snapshot_path, train_many
+from memlib.runs import read_metrics
+from memlib.train import train_many
 
 out = Outputs(tier, "03_convergence")
-setting = (f"This run ({tier} tier): {base['model']} at width {base.get('width', 1.0)}, "
-           f"{base.get('train_subset') or 'all'} training images (no augmentation), PGD-{base['steps']} "
-           f"(eps 8/255, step 2/255), gradient-analysis runs of {grad_epochs} epochs with weights kept after each, "
-           f"per-example gradients of {n_examples} training examples. {paper_setting}")
-display(Markdown(f"> {setting}"))
-SNAPSHOTS = list(range(grad_epochs + 1))
-
-
-def config(**changes) -> RunConfig:
-    """The RunConfig of one run of this notebook: the tier's base values plus ``changes``."""
-    return RunConfig(**out.run_config(**{**base, **changes}))
-
-
-# Every run, planned first (a bad setting stops before any training), then trained `jobs` at a time.
-planned = {
-    # Figs. 3, 4, 4(b): PGD-AT and TRADES on random labels, weights kept after every epoch
-    ("grad", "pgd_at"): config(method="pgd_at", noise_rate=1.0, epochs=grad_epochs, snapshot_epochs=SNAPSHOTS),
-    ("grad", "trades"): config(method="trades", noise_rate=1.0, epochs=grad_epochs, snapshot_epochs=SNAPSHOTS),
-    # Fig. A.9: PGD-AT and standard training under 80% label noise
-    ("a9", "pgd_at"): config(method="pgd_at", noise_rate=noise_a9, epochs=grad_epochs, snapshot_epochs=SNAPSHOTS),
-    ("a9", "standard"): config(method="standard", noise_rate=noise_a9, epochs=grad_epochs,
-                               snapshot_epochs=SNAPSHOTS),
-    # Fig. 5: Eq. 6 on random labels, against plain PGD-AT and TRADES on random labels (02's runs)
-    ("fig5", "mix"): config(method="mix", noise_rate=1.0, gamma_ramp_epochs=gamma_ramp_epochs),
-    ("fig5", "pgd_at"): config(method="pgd_at", noise_rate=1.0),
-    ("fig5", "trades"): config(method="trades", noise_rate=1.0),
-}
-for name, changes in variants.items():  # App. A.2
-    planned[("a2", name)] = config(method="pgd_at", noise_rate=1.0, **changes)
+# Every run (memlib/experiments/convergence.py), planned first (a bad setting stops before any training), then
+# trained `jobs` at a time; Fig. 5's PGD-AT and TRADES runs are 02's (same base values: the same folders)
+planned = declare("03_convergence", globals(), out.runs, out.data).configs
+setting = setting_line(planned[("fig5", "pgd_at")], tier, f"gradient-analysis runs of {grad_epochs} epochs with "
+                       f"weights kept after each", f"per-example gradients of {n_examples} training examples",
+                       paper=paper_setting)
+show_setting(setting)
 results = train_many(list(planned.values()), jobs=jobs, force=force)
 run_dirs = {key: r.run_dir for key, r in zip(planned, results)}
 for path in run_dirs.values():
     out.add_run(path)
-NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES", "standard": "Standard training", "mix": "Eq. 6 (PGD-AT + clean CE)"}
-
-
-@cache
-def run_data(run_dir):
-    """The run's config and data (training images with the labels it was trained on, noise mask)."""
-    cfg, _ = read_run(run_dir)
-    data = prepare_data(cfg)
-    return cfg, data
-
-
-def snapshot(run_dir, epoch):
-    return load_weights(run_dir, snapshot_path(run_dir, epoch).stem)[0]
-
-
-# Which training examples are measured: `n_examples` class-balanced ones (by true class) drawn with a fixed
-# seed, never the first n (the offline copy is sorted by class: those would all be airplanes). The choice is
-# part of every cache key below, so changing it recomputes instead of reusing old numbers.
-PICK = f"n={n_examples}|pick=balanced-seed0"
-
-
-def probe(run_dir):
-    """The measured examples of a run: uint8 images and the labels the run was trained on."""
-    _, data = run_data(run_dir)
-    ids = analysis.probe_examples(data.train_true_labels, n_examples, seed=0)
-    return data.train_images[ids], data.train_labels[ids]
-
+SNAPSHOTS = snapshots(globals())  # 0 (the initialization) to grad_epochs
 
 # %% [markdown]
 # ## Fig. 3: gradient magnitude along training on random labels
 #
-# For each kept epoch we take the model and measure, on the same `n_examples` training images (class-balanced,
-# drawn with a fixed seed: `PICK` above) with their random labels, the norm of the parameter gradient of each
-# example's loss, averaged over the examples:
+# For each kept epoch we take the model and measure, on the same `n_examples` training images with their random
+# labels, the norm of the parameter gradient of each example's loss, averaged over the examples. The images are
+# class-balanced and drawn with a fixed seed (`probe` in `memlib/experiments/convergence.py`), never the first
+# n: the offline copy is sorted by class, so those would all be airplanes; the choice is part of every cache
+# key, so changing it recomputes instead of reusing old numbers.
 #
 # * PGD-AT model: the adversarial loss $\mathrm{CE}(f(x'), y)$, its clean part $\mathrm{CE}(f(x), y)$ and
 #   $R = \mathrm{CE}(f(x'), y) - \mathrm{CE}(f(x), y)$;
 # * TRADES model: its clean CE term and its $\beta\,\mathrm{KL}$ term (with TRADES's own attack).
 #
 # Fig. 3(b) plots the ratios $\|\nabla R\|/\|\nabla \mathrm{CE}\|$ (PGD-AT) and
-# $\|\nabla \beta\mathrm{KL}\|/\|\nabla \mathrm{CE}\|$ (TRADES), per example then averaged, against the
-# training iteration of the snapshot. **Paper:** the KL term's gradient is much smaller than the CE term's
-# in TRADES's first epochs (CE dominates, natural images get memorized first) and grows later; PGD-AT's
-# ratio is consistently higher than TRADES's over the first 1,000 iterations.
+# $\|\nabla \beta\mathrm{KL}\|/\|\nabla \mathrm{CE}\|$ (TRADES), per example then averaged
+# (`analysis.grad_norm_ratios`), against the training iteration of the snapshot. **Paper:** the KL term's
+# gradient is much smaller than the CE term's in TRADES's first epochs (CE dominates, natural images get
+# memorized first) and grows later; PGD-AT's ratio is consistently higher than TRADES's over the first 1,000
+# iterations.
 
 # %%
-LOSSES = ("pgd_at", "clean_ce", "r", "trades_kl")
-
-
-def grad_norms(run_dir, epoch):
-    """Mean per-example gradient norms of the four losses at a kept epoch, and the mean per-example ratios."""
-    cfg, _ = run_data(run_dir)
-    x, y = probe(run_dir)
-
-    def compute():
-        model = snapshot(run_dir, epoch)
-        norms = analysis.per_example_grad_norms(model, x, y, LOSSES, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
-                                                beta=cfg.trades_beta, seed=epoch)
-        ce = norms["clean_ce"].clamp_min(1e-30)
-        return {**{k: v.mean().item() for k, v in norms.items()},
-                "ratio_r": (norms["r"] / ce).mean().item(), "ratio_kl": (norms["trades_kl"] / ce).mean().item()}
-
-    return json_cache(run_dir / "convergence.json", f"grad_norms|epoch={epoch}|{PICK}", compute)
-
-
-norms = {m: [grad_norms(run_dirs[("grad", m)], e) for e in SNAPSHOTS] for m in ("pgd_at", "trades")}
-iters_per_epoch = -(-(base.get("train_subset") or 50000) // base["batch_size"])
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-ax = axes[0]
-ax.plot(SNAPSHOTS, [v["pgd_at"] for v in norms["pgd_at"]], "C0-o", ms=3, label="PGD-AT: adversarial CE")
-ax.plot(SNAPSHOTS, [v["clean_ce"] for v in norms["trades"]], "C2-o", ms=3, label="TRADES: clean CE term")
-ax.plot(SNAPSHOTS, [v["trades_kl"] for v in norms["trades"]], "C3-o", ms=3, label="TRADES: beta*KL term")
+norms = {m: [grad_norms(run_dirs[("grad", m)], e, n_examples) for e in SNAPSHOTS] for m in ("pgd_at", "trades")}
+c = planned[("grad", "pgd_at")]
+its = [e * -(-(c.train_subset or 50000) // c.batch_size) for e in SNAPSHOTS]  # iterations after each kept epoch
+fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+for m, loss, col, term in (("pgd_at", "pgd_at", "C0", "adversarial CE"), ("trades", "clean_ce", "C2", "clean CE term"),
+                           ("trades", "trades_kl", "C3", "beta*KL term")):
+    ax.plot(SNAPSHOTS, [v[loss] for v in norms[m]], "-o", color=col, ms=3, label=f"{name(m)}: {term}")
+bx.plot(its, [v["ratio_r"] for v in norms["pgd_at"]], "C0-o", ms=3, label="PGD-AT: |grad R| / |grad CE|")
+bx.plot(its, [v["ratio_kl"] for v in norms["trades"]], "C3-o", ms=3, label="TRADES: |grad beta*KL| / |grad CE|")
 ax.set(xlabel="epoch (0 = initialization)", ylabel="mean per-example gradient norm", yscale="log",
        title="(a) gradient norms on random labels")
-ax.legend(fontsize=8)
-ax = axes[1]
-its = [e * iters_per_epoch for e in SNAPSHOTS]
-ax.plot(its, [v["ratio_r"] for v in norms["pgd_at"]], "C0-o", ms=3, label="PGD-AT: |grad R| / |grad CE|")
-ax.plot(its, [v["ratio_kl"] for v in norms["trades"]], "C3-o", ms=3, label="TRADES: |grad beta*KL| / |grad CE|")
-ax.set(xlabel="training iteration of the snapshot", ylabel="ratio of gradient norms", title="(b) relative magnitude")
-ax.legend(fontsize=8)
+bx.set(xlabel="training iteration of the snapshot", ylabel="ratio of gradient norms", title="(b) relative magnitude")
+for a in (ax, bx):
+    a.legend(fontsize=8)
 fig.tight_layout()
 out.figure(fig, "fig3_gradient_norms", "Fig. 3: (a) gradient norms along training on random labels; (b) ratios")
 plt.show()
@@ -219,31 +146,14 @@ plt.show()
 # change smoothly.
 
 # %%
-lambdas = np.linspace(-lambda_max, lambda_max, lambda_points)
-assert 0.0 in np.round(lambdas, 12), "lambda_points must be odd so that lambda = 0 is measured"
-init_run = run_dirs[("grad", "pgd_at")]
-
-
-def gradient_change(loss):
-    cfg, _ = run_data(init_run)
-    x, y = probe(init_run)
-
-    def compute():
-        res = analysis.gradient_change_along_direction(
-            snapshot(init_run, 0), x, y, lambdas, loss, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps, seed=0,
-            beta=cfg.trades_beta, per_example=True)
-        return {**{k: v.tolist() for k, v in res.items()}, "lambda": [float(v) for v in lambdas]}
-
-    key = f"grad_change|loss={loss}|lmax={lambda_max}|points={lambda_points}|{PICK}"
-    return json_cache(init_run / "convergence.json", key, compute)
-
-
-change = {loss: gradient_change(loss) for loss in ("pgd_at", "trades", "clean_ce")}
-LOSS_NAMES = {"pgd_at": "PGD-AT", "trades": "TRADES", "clean_ce": "clean CE"}
+assert lambda_points % 2, "lambda_points must be odd so that lambda = 0 is measured"
+init_run = run_dirs[("grad", "pgd_at")]  # its epoch-0 weights: the initialization both random-label runs share
+change = {loss: gradient_change(init_run, loss, lambda_max, lambda_points, n_examples)
+          for loss in ("pgd_at", "trades", "clean_ce")}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for loss, res in change.items():
-    axes[0].plot(res["lambda"], res["l2"], "-o", ms=3, label=LOSS_NAMES[loss])
-    axes[1].plot(res["lambda"], res["cosine"], "-o", ms=3, label=LOSS_NAMES[loss])
+    for ax, measure in zip(axes, ("l2", "cosine")):
+        ax.plot(res["lambda"], res[measure], "-o", ms=3, label=LOSS_NAMES[loss])
 axes[0].set(xlabel="lambda", ylabel="l2 distance to the gradient at lambda = 0", title="Fig. 4(a)")
 axes[1].set(xlabel="lambda", ylabel="cosine similarity to the gradient at lambda = 0", title="Fig. A.8")
 for ax in axes:
@@ -251,12 +161,6 @@ for ax in axes:
 fig.tight_layout()
 out.figure(fig, "fig4a_A8_gradient_change", "Fig. 4(a), A.8: gradient change along a filter-normalized direction")
 plt.show()
-# the smallest nonzero |lambda| measured: the "abrupt change" in one number per loss, relative to the gradient's norm
-small = min(abs(v) for v in lambdas if abs(v) > 1e-12)
-for loss, res in change.items():
-    i = [j for j, v in enumerate(res["lambda"]) if abs(abs(v) - small) < 1e-9]
-    json_cache(init_run / "convergence.json", f"summary|fig4a_l2|loss={loss}|lambda={small:g}|{PICK}",
-               lambda: float(np.mean([res["l2"][j] for j in i])))
 
 # %% [markdown]
 # ## Fig. 4(b): cosine similarity of each example's gradient between successive epochs
@@ -267,30 +171,11 @@ for loss, res in change.items():
 # lower than TRADES's throughout the first 20 epochs: its update direction keeps changing.
 
 # %%
-def successive_cosines(method):
-    run_dir = run_dirs[("grad", method)]
-    cfg, _ = run_data(run_dir)
-    x, y = probe(run_dir)
-
-    def grads(epoch):
-        return analysis.per_example_gradients(snapshot(run_dir, epoch), x, y, method, eps=cfg.eps, alpha=cfg.alpha,
-                                              steps=cfg.steps, beta=cfg.trades_beta, attack_seed=epoch,
-                                              project_dim=project_dim or None)
-
-    def compute():
-        gs = [grads(e) for e in SNAPSHOTS]
-        return [analysis.successive_epoch_cosine(a, b).mean().item() for a, b in zip(gs, gs[1:])]
-
-    key = f"successive_cosine|epochs={grad_epochs}|{PICK}|proj={project_dim}"
-    values = json_cache(run_dir / "convergence.json", key, compute)
-    json_cache(run_dir / "convergence.json", f"summary|successive_cosine_mean|{key}", lambda: float(np.mean(values)))
-    return values
-
-
-cosines = {m: successive_cosines(m) for m in ("pgd_at", "trades")}
+cosines = {m: successive_cosines(run_dirs[("grad", m)], m, grad_epochs, n_examples, project_dim)
+           for m in ("pgd_at", "trades")}
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for m, values in cosines.items():
-    ax.plot(SNAPSHOTS[1:], values, "-o", ms=3, label=NAMES[m])
+    ax.plot(SNAPSHOTS[1:], values, "-o", ms=3, color=COLORS[m], label=name(m))
 ax.set(xlabel="epoch e (cosine between epochs e-1 and e)", ylabel="mean cosine similarity", ylim=(None, 1.0),
        title="Fig. 4(b): successive-epoch gradient similarity, random labels")
 ax.legend(fontsize=8)
@@ -308,20 +193,20 @@ plt.show()
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for key, color in ((("fig5", "mix"), "C1"), (("fig5", "pgd_at"), "C0"), (("fig5", "trades"), "C2")):
-    ms = [m for m in read_metrics(run_dirs[key]) if "train_nat_acc" in m]
-    ep = [m["epoch"] for m in ms]
-    ax.plot(ep, [m["train_nat_acc"] for m in ms], color=color, label=f"{NAMES[key[1]]} (natural)")
-    ax.plot(ep, [m["train_rob_acc"] for m in ms], color=color, ls="--", label=f"{NAMES[key[1]]} (robust)")
-ax.axvline(gamma_ramp_epochs + 1, color="gray", lw=0.6, ls=":")
-ax.axhline(0.1, color="gray", lw=0.5)
-ax.set(xlabel="epoch", ylabel="training accuracy (random labels)", ylim=(0, 1.02),
+for m in ("mix", "pgd_at", "trades"):
+    metrics = read_metrics(run_dirs[("fig5", m)])
+    for metric, ls, kind in (("train_nat_acc", "-", "natural"), ("train_rob_acc", "--", "robust")):
+        plot_curve(ax, metrics, metric, label=f"{name(m)} ({kind})", color=COLORS[m], ls=ls, star=False)
+mark_schedule(ax, planned[("fig5", "mix")])  # the learning-rate drops
+ax.axvline(gamma_ramp_epochs + 1, color=COLORS["mix"], lw=0.8, ls="-.")  # Eq. 6's gamma reaches 1
+ax.axhline(10, color="gray", lw=0.5)  # chance
+ax.set(xlabel="epoch", ylabel="training accuracy on the random labels (%)", ylim=(0, 102),
        title="Fig. 5: Eq. 6 vs PGD-AT vs TRADES on random labels")
 ax.legend(fontsize=7)
 fig.tight_layout()
 out.figure(fig, "fig5_eq6_random_labels", "Fig. 5: training accuracy on random labels with Eq. 6")
 plt.show()
-fig5_runs = {NAMES[k[1]]: run_dirs[k] for k in (("fig5", "mix"), ("fig5", "pgd_at"), ("fig5", "trades"))}
+fig5_runs = {name(m): run_dirs[("fig5", m)] for m in ("mix", "pgd_at", "trades")}
 display(Markdown(out.table("fig5_final_accuracy", "final_accuracy", runs=fig5_runs,
                            title="Fig. 5: final accuracy on random labels (train: on the random labels)",
                            setting=setting)))
@@ -336,73 +221,27 @@ display(Markdown(out.table("fig5_final_accuracy", "final_accuracy", runs=fig5_ru
 # PGD-AT the two curves overlap, so the noisy examples' unstable gradients overwhelm the useful ones.
 
 # %%
-def noise_norms(method):
-    run_dir = run_dirs[("a9", method)]
-    cfg, data = run_data(run_dir)
-    noisy = data.noisy_mask.cpu()
-    ids = torch.cat([analysis.probe_examples(data.train_true_labels, n_examples, seed=0, among=m)
-                     for m in (~noisy, noisy)])
-    x, y, mask = data.train_images[ids], data.train_labels[ids], noisy[ids]
-    loss = "pgd_at" if method == "pgd_at" else "clean_ce"
-
-    def at(epoch):
-        return json_cache(run_dir / "convergence.json", f"noise_norms|epoch={epoch}|{PICK}",
-                          lambda: analysis.grad_norms_by_noise(snapshot(run_dir, epoch), x, y, mask, loss, eps=cfg.eps,
-                                                               alpha=cfg.alpha, steps=cfg.steps, seed=epoch))
-
-    return [at(e) for e in SNAPSHOTS]
-
-
-a9 = {m: noise_norms(m) for m in ("pgd_at", "standard")}
+a9 = {m: noise_norms(run_dirs[("a9", m)], m, grad_epochs, n_examples) for m in ("pgd_at", "standard")}
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for m, color in (("pgd_at", "C0"), ("standard", "C1")):
-    ax.plot(SNAPSHOTS, [v["clean"] for v in a9[m]], color=color, label=f"{NAMES[m]} (clean)")
-    ax.plot(SNAPSHOTS, [v["noisy"] for v in a9[m]], color=color, ls="--", label=f"{NAMES[m]} (noisy)")
+for m, values in a9.items():
+    ax.plot(SNAPSHOTS, [v["clean"] for v in values], color=COLORS[m], label=f"{name(m)} (clean)")
+    ax.plot(SNAPSHOTS, [v["noisy"] for v in values], color=COLORS[m], ls="--", label=f"{name(m)} (noisy)")
 ax.set(xlabel="epoch", ylabel="mean per-example gradient norm", yscale="log",
        title=f"Fig. A.9: clean vs noisy examples, noise rate {noise_a9}")
 ax.legend(fontsize=8)
 fig.tight_layout()
 out.figure(fig, "figA9_noisy_gradients", "Fig. A.9: gradient norms of clean and noisy examples under label noise")
 plt.show()
-for m in a9:  # one number per method: mean over the kept epochs after the first of clean / noisy norm
-    json_cache(run_dirs[("a9", m)] / "convergence.json", f"summary|a9_clean_over_noisy|{PICK}",
-               lambda m=m: float(np.mean([v["clean"] / v["noisy"] for v in a9[m][1:]])))
 
 # %% [markdown]
 # ## The findings in numbers
 #
-# Each number below is read from the `convergence.json` files the measurements above saved in the run
-# folders (the table is rebuilt from them, never from this notebook's text).
+# Each number below is computed from the measurements above (`findings` in `memlib/experiments/convergence.py`),
+# saved in the run folders' `convergence.json` files and read from there (the table is rebuilt from them, never
+# from this notebook's text).
 
 # %%
-early = max(1, len(SNAPSHOTS) // 2)  # the first half of the kept epochs, for "the initial training stage"
-for m, key in (("pgd_at", "ratio_r"), ("trades", "ratio_kl")):
-    json_cache(run_dirs[("grad", m)] / "convergence.json", f"summary|fig3b_ratio_first_half|{PICK}",
-               lambda m=m, key=key: float(np.mean([v[key] for v in norms[m][:early + 1]])))
-json_cache(run_dirs[("grad", "trades")] / "convergence.json", f"summary|fig3a_kl_over_ce_epoch1|{PICK}",
-           lambda: norms["trades"][min(1, grad_epochs)]["trades_kl"] / norms["trades"][min(1, grad_epochs)]["clean_ce"])
-cos_key = f"successive_cosine|epochs={grad_epochs}|{PICK}|proj={project_dim}"
-rows = [
-    dict(label="Fig. 3(b): PGD-AT mean ‖grad R‖ / ‖grad CE‖, first half of kept epochs", run=run_dirs[("grad", "pgd_at")],
-         key=f"summary|fig3b_ratio_first_half|{PICK}", paper="consistently higher than TRADES's"),
-    dict(label="Fig. 3(b): TRADES mean ‖grad bKL‖ / ‖grad CE‖, first half of kept epochs", run=run_dirs[("grad", "trades")],
-         key=f"summary|fig3b_ratio_first_half|{PICK}", paper="lower"),
-    dict(label="Fig. 3(a): TRADES mean ‖grad bKL‖ / mean ‖grad CE‖ after epoch 1",
-         run=run_dirs[("grad", "trades")],
-         key=f"summary|fig3a_kl_over_ce_epoch1|{PICK}", paper="much smaller than 1"),
-    *[dict(label=f"Fig. 4(a): l2 gradient change at |lambda| = {small:g}, {LOSS_NAMES[loss]}", run=init_run,
-           key=f"summary|fig4a_l2|loss={loss}|lambda={small:g}|{PICK}", paper="largest for PGD-AT (abrupt)")
-      for loss in ("pgd_at", "trades", "clean_ce")],
-    *[dict(label=f"Fig. 4(b): mean successive-epoch cosine, {NAMES[m]}", run=run_dirs[("grad", m)],
-           key=f"summary|successive_cosine_mean|{cos_key}", paper="PGD-AT lower than TRADES")
-      for m in ("pgd_at", "trades")],
-    *[dict(label=f"Fig. A.9: mean clean/noisy gradient-norm ratio, {NAMES[m]}", run=run_dirs[("a9", m)],
-           key=f"summary|a9_clean_over_noisy|{PICK}",
-           paper="~1 for PGD-AT (curves overlap), > 1 for ST early")
-      for m in ("pgd_at", "standard")],
-]
-for r in rows:
-    r["file"] = "convergence.json"
+rows = findings(run_dirs, globals())
 display(Markdown(out.table("sec32_convergence", "measures", rows=rows,
                            title="Sec. 3.2: gradient magnitude and stability in numbers", setting=setting)))
 
@@ -417,7 +256,7 @@ display(Markdown(out.table("sec32_convergence", "measures", rows=rows,
 # %%
 if variants:
     variant_runs = {"PGD-AT (as above)": run_dirs[("fig5", "pgd_at")],
-                    **{name: run_dirs[("a2", name)] for name in variants}}
+                    **{label: run_dirs[("a2", label)] for label in variants}}
     display(Markdown(out.table("appA2_training_configs", "final_accuracy", runs=variant_runs,
                                title="App. A.2: PGD-AT on random labels under other training configurations",
                                setting=setting)))
@@ -429,33 +268,22 @@ if variants:
 # ($\|\nabla R\|/\|\nabla\mathrm{CE}\|$ for PGD-AT, $\|\nabla\beta\mathrm{KL}\|/\|\nabla\mathrm{CE}\|$ for TRADES)
 # over the examples. (Headless: all kept epochs of both runs as lines.)
 
-
 # %%
-def ratio_samples(method, epoch):
-    run_dir = run_dirs[("grad", method)]
-    cfg, _ = run_data(run_dir)
-    x, y = probe(run_dir)
-    n = analysis.per_example_grad_norms(snapshot(run_dir, epoch), x, y, ("clean_ce", "r", "trades_kl"), eps=cfg.eps,
-                                        alpha=cfg.alpha, steps=cfg.steps, beta=cfg.trades_beta, seed=epoch)
-    top = n["r"] if method == "pgd_at" else n["trades_kl"]
-    return (top / n["clean_ce"].clamp_min(1e-30)).cpu().numpy()
-
-
 if interactive:
     import ipywidgets as widgets
 
     def show(method, epoch):
         fig, ax = plt.subplots(figsize=(6, 3.4))
-        ax.hist(ratio_samples(method, epoch), bins=20, color="C0" if method == "pgd_at" else "C3")
-        ax.set(xlabel="per-example gradient-norm ratio", ylabel="examples", title=f"{NAMES[method]}, epoch {epoch}")
+        ax.hist(ratio_samples(run_dirs[("grad", method)], method, epoch, n_examples), bins=20, color=COLORS[method])
+        ax.set(xlabel="per-example gradient-norm ratio", ylabel="examples", title=f"{name(method)}, epoch {epoch}")
         plt.show()
 
     widgets.interact(show, method=widgets.Dropdown(options=["pgd_at", "trades"], description="run"),
                      epoch=widgets.IntSlider(min=0, max=grad_epochs, value=min(1, grad_epochs), description="epoch"))
 else:
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    for m, key, color in (("pgd_at", "ratio_r", "C0"), ("trades", "ratio_kl", "C3")):
-        ax.plot(SNAPSHOTS, [v[key] for v in norms[m]], "-o", ms=3, color=color, label=NAMES[m])
+    for m, key in (("pgd_at", "ratio_r"), ("trades", "ratio_kl")):
+        ax.plot(SNAPSHOTS, [v[key] for v in norms[m]], "-o", ms=3, color=COLORS[m], label=name(m))
     ax.set(xlabel="epoch", ylabel="mean per-example ratio", title="gradient-norm ratio at every kept epoch")
     ax.legend(fontsize=8)
     plt.show()

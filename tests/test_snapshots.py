@@ -1,5 +1,5 @@
 """Runs that feed the analysis notebooks: weights kept along training (snapshot_epochs), runs started from
-another run's weights (init_from), cached measurements (json_cache) and the table built from them."""
+another run's weights (init_from), cached measurements (Run.cached) and the table built from them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from memlib.config import ConfigError, RunConfig
 from memlib.evaluate import load_weights
-from memlib.io import json_cache, load_checkpoint
+from memlib.io import load_checkpoint, save_checkpoint
 from memlib.report import build_measures
-from memlib.runs import make_model
+from memlib.runs import Run, make_model
 from memlib.train import snapshot_path, train
 
 
@@ -67,28 +67,40 @@ def test_init_from_errors_are_one_line(tiny_cfg, tmp_path):
 def test_force_removes_snapshots_and_cached_analyses(tiny_cfg):
     cfg = tiny_cfg(epochs=1, snapshot_epochs=[1])
     run = train(cfg).run_dir
-    json_cache(run / "analysis.json", "k", lambda: 1.0)
+    Run(run).cached("analysis.json", "k", lambda: 1.0)
     train(cfg, force=True)
     assert not (run / "analysis.json").exists() and snapshot_path(run, 1).is_file()
 
 
-def test_json_cache_computes_once_per_key_and_keeps_other_keys(tmp_path):
+def test_run_cache_computes_once_per_key_and_weights_and_keeps_other_keys(tiny_cfg):
     calls = []
 
     def compute(value):
         calls.append(value)
         return value
 
-    path = tmp_path / "m.json"
-    assert json_cache(path, "a", lambda: compute(1)) == 1
-    assert json_cache(path, "a", lambda: compute(2)) == 1
-    assert json_cache(path, "b", lambda: compute([3, 4])) == [3, 4]
+    run = Run(train(tiny_cfg(epochs=1)).run_dir)
+    path = run.dir / "m.json"
+    assert run.cached("m.json", "a", lambda: compute(1)) == 1
+    assert run.cached("m.json", "a", lambda: compute(2)) == 1
+    assert run.cached("m.json", "b", lambda: compute([3, 4])) == [3, 4]
     assert calls == [1, [3, 4]] and json.loads(path.read_text()) == {"a": 1, "b": [3, 4]}
+    # a result of the weights: kept with their digest, reused while they are the same file or absent (a record)
+    first = run.cached("m.json", "w", lambda: compute({"v": 5}), weights="final")
+    assert first == {"v": 5, "checkpoint_sha256": run.weights_digest("final")}
+    assert run.cached("m.json", "w", lambda: compute({"v": 6}), weights="final") == first
+    state = load_checkpoint(run.checkpoint("final"))
+    state["model"] = {k: v * 2 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(run.checkpoint("final"), state)  # retrained: other weights
+    assert run.cached("m.json", "w", lambda: compute({"v": 7}), weights="final")["v"] == 7
+    run.checkpoint("final").rename(run.dir / "final.away")
+    assert run.cached("m.json", "w", lambda: compute({"v": 8}), weights="final")["v"] == 7
+    assert calls == [1, [3, 4], {"v": 5}, {"v": 7}] and run.cached_value("m.json", "b") == [3, 4]
 
 
 def test_measures_table_reads_numbers_from_run_files(tiny_cfg, tmp_path):
     run = train(tiny_cfg(epochs=1)).run_dir
-    json_cache(run / "m.json", "summary|x", lambda: 0.123456)
+    Run(run).cached("m.json", "summary|x", lambda: 0.123456)
     project = run.parents[1]
     table = build_measures(project, [dict(label="x", run=str(run.relative_to(project)),
                                           file="m.json", key="summary|x", paper="0.85"),
