@@ -7,6 +7,11 @@ rather than the text, the comment says so (see REFERENCE_FACTS in the project's 
 
 Unknown keys and invalid values raise ``ConfigError`` with one line, before any data is read or any
 model is built. Numbers may be written as fractions (``eps: 8/255``) in YAML files and on the command line.
+
+The training methods are not listed here: ``METHODS`` is a registry that ``memlib.methods`` fills, one entry
+per method, naming the RunConfig keys that are the method's own settings and the function that checks them
+(see ``MethodRegistry``). ``RunConfig.validate`` checks the general keys itself and runs every registered
+method's checks.
 """
 
 from __future__ import annotations
@@ -14,15 +19,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib
 import json
 import math
-import re
+import sys
 import types
 import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from memlib.models import MODEL_NAMES, canonical_model_name
 
 
 class MemlibError(Exception):
@@ -40,20 +49,6 @@ TRAIN_ATTACKS = ("pgd", "fgsm")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("multistep", "step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-# One name per training objective of memlib.methods (a test checks the two agree).
-METHODS = ("standard", "pgd_at", "trades", "mix", "pgd_at_te", "trades_te", "pgd_at_sat", "kd_swa", "coteaching")
-# Architectures of memlib.models; WideResNets are named wrn-<depth>-<widen>, depth = 6n + 4.
-MODELS = ("resnet18", "preact_resnet18", "vgg16", "densenet121", "dla")
-_WRN = re.compile(r"^wrn-(\d+)-(\d+)$")
-
-
-def is_model_name(name: str) -> bool:
-    match = _WRN.match(name)
-    if match:
-        depth, widen = int(match.group(1)), int(match.group(2))
-        return depth >= 10 and (depth - 4) % 6 == 0 and widen >= 1
-    return name in MODELS
-
 # Keys naming another run's checkpoint: the identity keeps "<run dir name>/<file>" (the run dir name carries
 # that run's config hash), so it does not depend on where the project lives.
 WEIGHT_KEYS = ("init_from", "kd_teacher", "kd_std_teacher")
@@ -164,15 +159,14 @@ class RunConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
-        _check_choice("method", self.method, METHODS)
-        if not is_model_name(self.model):
-            bad(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}, wrn-D-K (e.g. wrn-28-10)")
+        _check_choice("method", self.method, METHODS)  # the registered methods (memlib.methods fills METHODS)
+        if canonical_model_name(self.model) != self.model:  # the models layer knows the names
+            bad(f"unknown model {self.model!r}; choose one of: {MODEL_NAMES}")
         if not (0 < self.eps <= 1):
             bad(f"eps must be in (0, 1] (inputs live in [0, 1]); got {self.eps}")
         if not self.alpha > 0:
             bad(f"alpha (attack step size) must be > 0; got {self.alpha}")
-        for key in ("steps", "eval_steps", "eval_every", "epochs", "batch_size", "eval_batch_size", "gamma_ramp_epochs",
-                    "lr_step_every"):
+        for key in ("steps", "eval_steps", "eval_every", "epochs", "batch_size", "eval_batch_size", "lr_step_every"):
             if getattr(self, key) < 1:
                 bad(f"{key} must be >= 1; got {getattr(self, key)}")
         for key in ("seed", "data_seed"):  # torch and numpy take seeds in [0, 2**63); data_seed + 3 is used too
@@ -191,43 +185,26 @@ class RunConfig:
             bad(f"width must be > 0; got {self.width}")
         if not self.lr > 0:
             bad(f"lr must be > 0; got {self.lr}")
-        if self.weight_decay < 0 or self.trades_beta < 0 or self.te_weight < 0:
-            bad("weight_decay, trades_beta and te_weight must be >= 0")
-        if not (0.0 <= self.momentum < 1.0) or not (0.0 <= self.te_momentum < 1.0):
-            bad("momentum and te_momentum must be in [0, 1)")
+        if self.weight_decay < 0:
+            bad(f"weight_decay must be >= 0; got {self.weight_decay}")
+        if not (0.0 <= self.momentum < 1.0):
+            bad(f"momentum must be in [0, 1); got {self.momentum}")
         if not (0 < self.lr_decay <= 1):
             bad(f"lr_decay must be in (0, 1]; got {self.lr_decay}")
-        if self.te_start < 1:
-            bad(f"te_start must be >= 1; got {self.te_start}")
-        if self.sat_start < 1:
-            bad(f"sat_start must be >= 1; got {self.sat_start}")
-        if not (0.0 <= self.sat_momentum < 1.0):
-            bad(f"sat_momentum must be in [0, 1); got {self.sat_momentum}")
-        if self.swa_start < 1 or self.coteach_gradual < 1:
-            bad(f"swa_start and coteach_gradual must be >= 1; got {self.swa_start} and {self.coteach_gradual}")
-        if not (0.0 <= self.coteach_forget_rate < 1.0):
-            bad(f"coteach_forget_rate must be in [0, 1); got {self.coteach_forget_rate}")
-        if not self.kd_temperature > 0 or not math.isfinite(self.kd_temperature):
-            bad(f"kd_temperature must be > 0; got {self.kd_temperature}")
-        if not (0.0 <= self.kd_weight <= 1.0 and 0.0 <= self.kd_std_weight <= 1.0
-                and self.kd_weight + self.kd_std_weight * bool(self.kd_std_teacher) <= 1.0):
-            bad(f"kd_weight ({self.kd_weight}) and kd_std_weight ({self.kd_std_weight}) must be in [0, 1] and, with "
-                f"a standard teacher, sum to at most 1 (the CE term gets the rest)")
-        if self.method == "kd_swa" and not self.kd_teacher:
-            bad("method kd_swa needs kd_teacher: another run's checkpoint, e.g. <PGD-AT run dir>/best.pt")
-        if self.method != "kd_swa" and (self.kd_teacher or self.kd_std_teacher):
-            bad(f"kd_teacher and kd_std_teacher are used by method kd_swa only; method is {self.method!r}")
-        if self.te_start > self.te_end:
-            bad(f"te_start ({self.te_start}) must not be after te_end ({self.te_end})")
         if any(e < 0 or e > self.epochs for e in self.snapshot_epochs):
             bad(f"snapshot_epochs must lie in 0..epochs ({self.epochs}); got {self.snapshot_epochs}")
         if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
             bad(f"lr_milestones must be increasing epochs >= 1; got {self.lr_milestones}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             bad("nesterov needs optimizer=sgd with momentum > 0")
-        for key in ("eps", "alpha", "lr", "noise_rate", "width", "trades_beta", "te_weight", "weight_decay"):
+        for key in ("eps", "alpha", "lr", "noise_rate", "width", "weight_decay"):
             if not math.isfinite(getattr(self, key)):
                 bad(f"{key} must be finite; got {getattr(self, key)}")
+        METHODS.check(self)  # every method's own settings (they are keys of every config, whatever its method)
+
+    def method_settings(self) -> dict:
+        """The settings of this config's method (the keys its registration names) and their values."""
+        return {key: getattr(self, key) for key in METHODS[self.method].settings}
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
@@ -280,6 +257,79 @@ class RunConfig:
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         label = self.name or f"{self.dataset}-{self.model}-{self.method}"
         return f"{_slug(label)}-{digest}"
+
+
+# --- the training methods' settings ----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSettings:
+    """What the configuration knows of a training method: its name, the RunConfig keys that are its own
+    settings, and the functions that check their values (each takes the RunConfig and raises ``ConfigError``
+    with one line). ``memlib.methods.MethodSpec`` extends it with the loss and what the training loop sets up."""
+
+    name: str
+    settings: tuple[str, ...] = ()
+    checks: tuple[Callable[["RunConfig"], None], ...] = ()
+
+
+class MethodRegistry(Mapping):
+    """Method name -> its registration (a ``MethodSettings``), in registration order; ``METHODS`` is the one
+    instance. ``memlib.methods`` fills it as it is imported (its ``@method(...)`` decorator calls ``register``),
+    so a method's settings and checks are written next to its loss; config sits below methods in the layers and
+    never imports it by name. The first read loads the built-in methods (``importlib``, once, unless
+    ``memlib.methods`` is already being imported), so a config made before anything imported memlib.methods is
+    validated all the same. A method registered at run time (a test's toy method, a notebook's experiment) is
+    known in this process only: worker processes (``train_many(jobs=...)``) see the built-in methods."""
+
+    BUILTIN = "memlib.methods"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, MethodSettings] = {}
+
+    def register(self, entry: MethodSettings) -> None:
+        """Add a method; its name must be new and its settings RunConfig keys (a ``ConfigError`` otherwise)."""
+        if not entry.name or not isinstance(entry.name, str):
+            raise ConfigError(f"a method needs a name; got {entry.name!r}")
+        if entry.name in self._entries:
+            raise ConfigError(f"method {entry.name!r} is registered already; unregister it first")
+        fields = {f.name for f in dataclasses.fields(RunConfig)}
+        unknown = [key for key in entry.settings if key not in fields]
+        if unknown:
+            raise ConfigError(f"method {entry.name!r}: its settings {', '.join(unknown)} are not RunConfig keys; "
+                              f"add them to RunConfig (with defaults that keep existing runs' identities)")
+        self._entries[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def check(self, cfg: "RunConfig") -> None:
+        """Run each registered method's checks (a check shared by several methods once), in registration order."""
+        seen: set[int] = set()
+        for entry in self.values():
+            for check in entry.checks:
+                if id(check) not in seen:
+                    seen.add(id(check))
+                    check(cfg)
+
+    def _loaded(self) -> dict[str, MethodSettings]:
+        if self.BUILTIN not in sys.modules:  # in sys.modules while it is being imported: its entries are coming
+            importlib.import_module(self.BUILTIN)
+        return self._entries
+
+    def __getitem__(self, name: str) -> MethodSettings:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        return f"MethodRegistry({', '.join(self)})"
+
+
+METHODS = MethodRegistry()
 
 
 def read_yaml(path: str | Path, what: str = "keys") -> dict:

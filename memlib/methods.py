@@ -5,21 +5,34 @@ the inputs it trained on (for the running training accuracy). ``x`` is in [0, 1]
 trained on (noisy when label noise is on), ``idx`` the example ids (for per-example state such as the
 temporal-ensembling soft labels). The model is in train mode; attacks switch to eval mode themselves.
 
-Adding a method = one function here + its name in ``memlib.config.METHODS``.
+Each method is registered with ``@method(name, ...)``, which declares, next to its loss, what it needs:
+
+* ``settings``: the RunConfig keys that are its own settings, and ``check``: the function(s) that validate
+  them (``RunConfig.validate`` runs every registered method's checks, since the keys are in every config);
+* ``peer=True``: a second network of the same architecture, trained in the same optimizer (``ctx.peer``);
+* ``teachers``: RunConfig keys naming frozen models, other runs' checkpoints (``ctx.teachers[key]``);
+* ``averaging=True``: stochastic weight averaging from ``swa_start`` on, the average being the model evaluated;
+* ``soft_labels=True``: a per-example (N, C) table, zeros at the start, kept across epochs (``ctx.soft_labels``);
+* ``epoch_metrics``: ``ctx -> dict`` of values logged with each epoch's metrics (a schedule's weight, say).
+
+``memlib.train`` sets these up, saves and resumes them from the registration alone; it has no branch on a
+method's name. Adding a method = one function + one registration (``@method``), here or anywhere before the
+config naming it is made (a new setting is a new RunConfig key, with a default that keeps run identities).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from memlib.attacks import Objective, ce_objective, eval_mode, fgsm, kl_objective, pgd
-from memlib.config import RunConfig
+from memlib.config import METHODS as REGISTERED
+from memlib.config import WEIGHT_KEYS, ConfigError, MethodSettings, RunConfig
 
 
 @dataclass
@@ -30,14 +43,15 @@ class Step:
 
 @dataclass
 class Context:
-    """What a method may use besides the batch: the config, the epoch (1-based), per-example state."""
+    """What a method may use besides the batch: the config, the epoch (1-based), and what its registration
+    asked for (``memlib.train`` fills these in; None / empty when the method did not ask)."""
 
     cfg: RunConfig
     epoch: int
-    soft_labels: torch.Tensor | None = None  # (N, C) TE ensemble predictions p_i, zeros at the start
-    teacher: nn.Module | None = None  # KD-SWA: the frozen robust teacher (eval mode), set up by train.train
-    std_teacher: nn.Module | None = None  # KD-SWA: the optional frozen standard-trained teacher
-    peer: nn.Module | None = None  # Co-teaching: the second network, trained in the same optimizer
+    soft_labels: torch.Tensor | None = None  # soft_labels=True: (N, C) per-example table, zeros at the start
+    teachers: dict[str, nn.Module | None] = field(default_factory=dict)  # teachers=(keys): the frozen model (eval
+    # mode, no gradients) of each key's checkpoint, None for an empty key
+    peer: nn.Module | None = None  # peer=True: the second network, trained in the same optimizer
 
     def attack(self, model: nn.Module, x: torch.Tensor, objective: Objective, start: str | None = None):
         """The training attack of the config (PGD-k, or FGSM with random init)."""
@@ -75,6 +89,56 @@ class Context:
 
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, Context], Step]
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec(MethodSettings):
+    """A method's registration: its loss and what the training loop sets up for it (module docstring).
+    ``memlib.config.METHODS[name]`` is this object; ``METHODS[name]`` the loss the loop calls."""
+
+    loss: Method
+    peer: bool = False
+    teachers: tuple[str, ...] = ()
+    averaging: bool = False
+    soft_labels: bool = False
+    epoch_metrics: Callable[[Context], dict] | None = None
+
+
+METHODS: dict[str, Method] = {}  # name -> loss, in registration order (the one the loop calls for the name)
+
+
+def method(name: str, *, settings: Sequence[str] = (), check: Callable | Sequence[Callable] = (),
+           peer: bool = False, teachers: Sequence[str] = (), averaging: bool = False, soft_labels: bool = False,
+           epoch_metrics: Callable[[Context], dict] | None = None) -> Callable[[Method], Method]:
+    """Register the decorated loss as method ``name`` with what it needs (module docstring); returns the loss
+    unchanged. ``teachers`` must be among ``settings`` and ``memlib.config.WEIGHT_KEYS`` (a run's identity keeps
+    a checkpoint path as its run folder and file). ``unregister(name)`` takes it back."""
+    checks = (check,) if callable(check) else tuple(check)
+    bad = [key for key in teachers if key not in settings or key not in WEIGHT_KEYS]
+    if bad:
+        raise ConfigError(f"method {name!r}: teachers {', '.join(bad)} must be among its settings and "
+                          f"memlib.config.WEIGHT_KEYS ({', '.join(WEIGHT_KEYS)})")
+
+    def register(loss: Method) -> Method:
+        REGISTERED.register(MethodSpec(name=name, settings=tuple(settings), checks=checks, loss=loss, peer=peer,
+                                       teachers=tuple(teachers), averaging=averaging, soft_labels=soft_labels,
+                                       epoch_metrics=epoch_metrics))
+        METHODS[name] = loss
+        return loss
+    return register
+
+
+def unregister(name: str) -> None:
+    """Forget method ``name`` (a test's toy method, say)."""
+    REGISTERED.unregister(name)
+    METHODS.pop(name, None)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registration of method ``name``."""
+    return REGISTERED[name]
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -121,14 +185,88 @@ def small_loss_ids(losses: torch.Tensor, forget_rate: float) -> torch.Tensor:
     return torch.argsort(losses.detach(), stable=True)[:keep]
 
 
+# --- the methods' settings: groups and checks (RunConfig.validate runs them for every config) --------------
+
+TRADES = ("trades_beta",)
+TE = ("te_momentum", "te_weight", "te_start", "te_end")
+
+
+def _bad(msg: str) -> None:
+    raise ConfigError(msg)
+
+
+def check_trades(c: RunConfig) -> None:
+    if c.trades_beta < 0:
+        _bad(f"trades_beta must be >= 0; got {c.trades_beta}")
+    if not math.isfinite(c.trades_beta):
+        _bad(f"trades_beta must be finite; got {c.trades_beta}")
+
+
+def check_mix(c: RunConfig) -> None:
+    if c.gamma_ramp_epochs < 1:
+        _bad(f"gamma_ramp_epochs must be >= 1; got {c.gamma_ramp_epochs}")
+
+
+def check_te(c: RunConfig) -> None:
+    if c.te_weight < 0:
+        _bad(f"te_weight must be >= 0; got {c.te_weight}")
+    if not math.isfinite(c.te_weight):
+        _bad(f"te_weight must be finite; got {c.te_weight}")
+    if not (0.0 <= c.te_momentum < 1.0):
+        _bad(f"te_momentum must be in [0, 1); got {c.te_momentum}")
+    if c.te_start < 1:
+        _bad(f"te_start must be >= 1; got {c.te_start}")
+    if c.te_start > c.te_end:
+        _bad(f"te_start ({c.te_start}) must not be after te_end ({c.te_end})")
+
+
+def check_sat(c: RunConfig) -> None:
+    if c.sat_start < 1:
+        _bad(f"sat_start must be >= 1; got {c.sat_start}")
+    if not (0.0 <= c.sat_momentum < 1.0):
+        _bad(f"sat_momentum must be in [0, 1); got {c.sat_momentum}")
+
+
+def _epochs_message(c: RunConfig) -> str:  # the one wording of KD-SWA's and Co-teaching's epoch keys' errors
+    return f"swa_start and coteach_gradual must be >= 1; got {c.swa_start} and {c.coteach_gradual}"
+
+
+def check_kd_swa(c: RunConfig) -> None:
+    if c.swa_start < 1:
+        _bad(_epochs_message(c))
+    if not c.kd_temperature > 0 or not math.isfinite(c.kd_temperature):
+        _bad(f"kd_temperature must be > 0; got {c.kd_temperature}")
+    if not (0.0 <= c.kd_weight <= 1.0 and 0.0 <= c.kd_std_weight <= 1.0
+            and c.kd_weight + c.kd_std_weight * bool(c.kd_std_teacher) <= 1.0):
+        _bad(f"kd_weight ({c.kd_weight}) and kd_std_weight ({c.kd_std_weight}) must be in [0, 1] and, with "
+             f"a standard teacher, sum to at most 1 (the CE term gets the rest)")
+    if c.method == "kd_swa" and not c.kd_teacher:
+        _bad("method kd_swa needs kd_teacher: another run's checkpoint, e.g. <PGD-AT run dir>/best.pt")
+    if c.method != "kd_swa" and (c.kd_teacher or c.kd_std_teacher):
+        _bad(f"kd_teacher and kd_std_teacher are used by method kd_swa only; method is {c.method!r}")
+
+
+def check_coteaching(c: RunConfig) -> None:
+    if c.coteach_gradual < 1:
+        _bad(_epochs_message(c))
+    if not (0.0 <= c.coteach_forget_rate < 1.0):
+        _bad(f"coteach_forget_rate must be in [0, 1); got {c.coteach_forget_rate}")
+
+
+def te_metrics(ctx: Context) -> dict:
+    return {"te_weight": ctx.te_weight()}
+
+
 # --- methods --------------------------------------------------------------------------------------
 
+@method("standard")
 def standard(model, x, y, idx, ctx: Context) -> Step:
     """Standard training (ST): cross-entropy on natural examples."""
     logits = model(x)
     return Step(ctx.ce(logits, y), logits)
 
 
+@method("pgd_at")
 def pgd_at(model, x, y, idx, ctx: Context) -> Step:
     """PGD-AT (Madry et al. 2018), Eq. 1-2: cross-entropy on PGD adversarial examples that maximize it. With
     ``label_smoothing`` s > 0 it is Table 2's PGD-AT+LS (Pang et al. 2021, "Bag of tricks for adversarial
@@ -139,6 +277,7 @@ def pgd_at(model, x, y, idx, ctx: Context) -> Step:
     return Step(ctx.ce(logits, y), logits)
 
 
+@method("trades", settings=TRADES, check=check_trades)
 def trades(model, x, y, idx, ctx: Context) -> Step:
     """TRADES (Zhang et al. 2019), Eq. 3: CE(f(x), y) + beta * KL(p(x) || p(x')), x' maximizing the KL
     from x + 0.001 * N(0, I) (authors' code); both terms are differentiated."""
@@ -147,6 +286,8 @@ def trades(model, x, y, idx, ctx: Context) -> Step:
     return Step(ctx.ce(logits_nat, y) + ctx.cfg.trades_beta * trades_kl(logits_nat, logits_adv), logits_adv)
 
 
+@method("mix", settings=("gamma_ramp_epochs",), check=check_mix,
+        epoch_metrics=lambda ctx: {"gamma": ctx.gamma()})
 def mix(model, x, y, idx, ctx: Context) -> Step:
     """Eq. 6: (1 - gamma) * CE(f(x), y) + gamma * max CE(f(x'), y), gamma ramped from 0 to 1 (Sec. 3.2:
     the clean CE term lets PGD-AT converge on random labels)."""
@@ -159,6 +300,7 @@ def mix(model, x, y, idx, ctx: Context) -> Step:
     return Step(loss, logits_adv)
 
 
+@method("pgd_at_te", settings=TE, check=check_te, soft_labels=True, epoch_metrics=te_metrics)
 def pgd_at_te(model, x, y, idx, ctx: Context) -> Step:
     """PGD-AT + temporal ensembling, Eq. 7: CE(f(x'), y) + w * ||f(x') - p_hat||^2, where the attack
     maximizes the same sum (authors' code) and p_hat is the normalized ensemble of clean predictions."""
@@ -171,6 +313,8 @@ def pgd_at_te(model, x, y, idx, ctx: Context) -> Step:
     return Step(ctx.ce(logits, y) + w * te_term(logits, target).mean(), logits)
 
 
+@method("trades_te", settings=TRADES + TE, check=(check_trades, check_te), soft_labels=True,
+        epoch_metrics=te_metrics)
 def trades_te(model, x, y, idx, ctx: Context) -> Step:
     """TRADES + temporal ensembling (Sec. 4.2): the TRADES loss plus w * ||f(x) - p_hat||^2 on the clean
     input; the attack maximizes beta * KL + w * ||f(x') - p_hat||^2 (authors' code)."""
@@ -185,6 +329,7 @@ def trades_te(model, x, y, idx, ctx: Context) -> Step:
     return Step(loss, logits_adv)
 
 
+@method("pgd_at_sat", settings=("sat_momentum", "sat_start"), check=check_sat, soft_labels=True)
 def pgd_at_sat(model, x, y, idx, ctx: Context) -> Step:
     """PGD-AT + self-adaptive training (SAT; Huang, Zhang & Zhang, NeurIPS 2020, Algorithm 1), a Table 2
     baseline. Each example keeps a target t_i (its row of ``ctx.soft_labels``, one-hot(y_i) at first use).
@@ -215,6 +360,9 @@ def pgd_at_sat(model, x, y, idx, ctx: Context) -> Step:
     return Step(loss, logits)
 
 
+@method("kd_swa", settings=("kd_teacher", "kd_std_teacher", "kd_weight", "kd_std_weight", "kd_temperature",
+                           "swa_start"),
+        check=check_kd_swa, teachers=("kd_teacher", "kd_std_teacher"), averaging=True)
 def kd_swa(model, x, y, idx, ctx: Context) -> Step:
     """KD-SWA (Chen, Zhang, Liu, Chang & Wang, ICLR 2021, "Robust overfitting may be mitigated by properly
     learned smoothening"), a Table 2 baseline: PGD-AT whose CE is mixed with knowledge distillation from frozen
@@ -230,8 +378,9 @@ def kd_swa(model, x, y, idx, ctx: Context) -> Step:
     x_adv = ctx.attack(model, x, ce_objective(y))
     logits = model(x_adv)
     with torch.no_grad():
-        robust = ctx.teacher(x_adv)
-        standard = ctx.std_teacher(x_adv) if ctx.std_teacher is not None else None
+        robust = ctx.teachers["kd_teacher"](x_adv)
+        std_teacher = ctx.teachers.get("kd_std_teacher")
+        standard = std_teacher(x_adv) if std_teacher is not None else None
     w_std = c.kd_std_weight if standard is not None else 0.0
     loss = (1 - c.kd_weight - w_std) * ctx.ce(logits, y) + c.kd_weight * kd_term(logits, robust, c.kd_temperature)
     if standard is not None:
@@ -239,6 +388,8 @@ def kd_swa(model, x, y, idx, ctx: Context) -> Step:
     return Step(loss, logits)
 
 
+@method("coteaching", settings=("coteach_forget_rate", "coteach_gradual"), check=check_coteaching, peer=True,
+        epoch_metrics=lambda ctx: {"forget_rate": ctx.forget_rate()})
 def coteaching(model, x, y, idx, ctx: Context) -> Step:
     """Co-teaching (Han et al., NeurIPS 2018, Algorithm 1) adapted to PGD-AT, a Table 2 baseline: two networks
     (``model`` and ``ctx.peer``, initialized differently) each attack their own inputs with PGD-AT's attack; each
@@ -258,15 +409,3 @@ def coteaching(model, x, y, idx, ctx: Context) -> Step:
     picked_by_model, picked_by_peer = small_loss_ids(losses[0], rate), small_loss_ids(losses[1], rate)
     return Step(losses[0][picked_by_peer].mean() + losses[1][picked_by_model].mean(), logits)
 
-
-METHODS: dict[str, Method] = {
-    "standard": standard,
-    "pgd_at": pgd_at,
-    "trades": trades,
-    "mix": mix,
-    "pgd_at_te": pgd_at_te,
-    "trades_te": trades_te,
-    "pgd_at_sat": pgd_at_sat,
-    "kd_swa": kd_swa,
-    "coteaching": coteaching,
-}

@@ -1,12 +1,15 @@
 """The training loop: one epoch at a time, metrics as they happen, checkpoints, exact resume.
 
 ``train(cfg)`` runs (or resumes, or reuses) the run of ``cfg`` and returns its directory. After every
-epoch it writes ``last.pt`` with everything a resume needs (weights, optimizer, TE soft labels, the torch
-and loader RNG states, the metric history, the best epoch; Co-teaching's peer network and KD-SWA's averaged
-model), so a run killed at any moment and started again continues from its last completed epoch and, on CPU,
-ends with the same metrics as an uninterrupted run. A non-finite loss stops the run at once and leaves the last
-good checkpoint alone. KD-SWA's frozen teachers are other runs' checkpoints (``kd_teacher``, ``kd_std_teacher``);
-from ``swa_start`` on its weight average is the model that is evaluated and saved as ``best.pt`` / ``final.pt``.
+epoch it writes ``last.pt`` with everything a resume needs (weights, optimizer, the per-example soft labels,
+the torch and loader RNG states, the metric history, the best epoch; a peer network and a weight average for
+the methods that have them), so a run killed at any moment and started again continues from its last completed
+epoch and, on CPU, ends with the same metrics as an uninterrupted run. A non-finite loss stops the run at once
+and leaves the last good checkpoint alone.
+
+The loop knows methods only through their registrations (``memlib.methods.method``): ``MethodState`` sets up
+what the method declared it needs (peer, frozen teachers from other runs' checkpoints, weight averaging,
+soft labels, per-epoch metrics), and saves and resumes it; nothing here branches on a method's name.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from memlib.data import Loader, balanced_subset, data_digest, prepare_data
 from memlib.evaluate import load_weights, predict
 from memlib.io import (CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text,
                        load_checkpoint, save_checkpoint)
-from memlib.methods import METHODS, Context
+from memlib.methods import METHODS, Context, method_spec
 from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished, make_model,
                          read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
                          select_device, set_retrainer, uses_amp, uses_channels_last)
@@ -60,7 +63,7 @@ def make_optimizer(cfg: RunConfig, *models: torch.nn.Module | None) -> torch.opt
 
 
 def load_teacher(path: str, device: torch.device) -> torch.nn.Module | None:
-    """KD-SWA's frozen teacher: the model of another run's checkpoint (its own architecture, from its
+    """A frozen teacher (KD-SWA's): the model of another run's checkpoint (its own architecture, from its
     config.json), in eval mode without gradients; None for an empty path."""
     if not path:
         return None
@@ -87,6 +90,49 @@ def swa_bn_batches(data, cfg: RunConfig, fmt=torch.contiguous_format) -> Loader:
     ``eval_batch_size``, in a permutation seeded by ``cfg.seed`` (the same one at every call)."""
     return Loader(data.train_images, data.train_labels, cfg.eval_batch_size, shuffle=True,
                   generator=torch.Generator().manual_seed(cfg.seed), memory_format=fmt)
+
+
+class MethodState:
+    """What a run keeps for its method besides the model and its optimizer, made from the method's registration
+    (``memlib.methods.MethodSpec``): the peer network (its own random init, drawn right after the model's), the
+    frozen teachers (loaded in the order the registration names them), the weight average, the (N, C) soft-label
+    table. Every ``last.pt`` holds the table (zeros for a method that keeps none), as it always has; the peer
+    and the average are saved as "peer" and "swa" when the method has them."""
+
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, data, device: torch.device):
+        self.cfg, self.spec = cfg, method_spec(cfg.method)
+        self.peer = make_model(cfg, device) if self.spec.peer else None
+        self.teachers = {key: load_teacher(getattr(cfg, key), device) for key in self.spec.teachers}
+        self.swa = AveragedModel(model) if self.spec.averaging else None
+        self.soft_labels = torch.zeros(len(data.train_labels), data.num_classes, device=device)
+
+    def context(self, epoch: int) -> Context:
+        return Context(self.cfg, epoch, self.soft_labels if self.spec.soft_labels else None, teachers=self.teachers,
+                       peer=self.peer)
+
+    def end_epoch(self, ctx: Context, model: torch.nn.Module, data, fmt, amp: bool) -> dict:
+        """After an epoch's training steps: the method's per-epoch metrics; from ``swa_start`` on, the weight
+        average takes in the trained weights (``swa_n``: how many epochs it holds)."""
+        m = dict(self.spec.epoch_metrics(ctx)) if self.spec.epoch_metrics is not None else {}
+        if self.swa is not None and ctx.epoch >= self.cfg.swa_start:
+            update_swa(self.swa, model, data, self.cfg, fmt, amp)
+            m["swa_n"] = int(self.swa.n_averaged)
+        return m
+
+    def evaluated(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model that is evaluated and saved as best/final: the weight average once it holds weights."""
+        return self.swa.module if self.swa is not None and self.swa.n_averaged > 0 else model
+
+    def state_dict(self) -> dict:
+        return {"soft_labels": self.soft_labels.cpu(),
+                **({"peer": _cpu_state(self.peer)} if self.peer is not None else {}),
+                **({"swa": _cpu_state(self.swa)} if self.swa is not None else {})}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.soft_labels.copy_(state["soft_labels"])
+        for extra, name in ((self.peer, "peer"), (self.swa, "swa")):
+            if extra is not None:
+                extra.load_state_dict(state[name])
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -132,11 +178,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             raise MemlibError(f"{run_dir / 'metrics.jsonl'} is damaged; delete {status_path} and run the same command "
                               f"again (it is rewritten from last.pt)") from None
         return RunResult(run_dir, metrics, True, reused=True)
-    for key in ("init_from", "kd_teacher", "kd_std_teacher"):
-        if getattr(cfg, key) and (Path(getattr(cfg, key)).parent / "config.json").is_file():
-            ensure_weights(Path(getattr(cfg, key)).parent, Path(getattr(cfg, key)).stem, log=log)  # a record's
-        if getattr(cfg, key) and not Path(getattr(cfg, key)).is_file():
-            raise MemlibError(f"{key}: no checkpoint at {getattr(cfg, key)}")
+    _check_weight_files(cfg, log)
     data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)  # one process per run at a time
@@ -160,11 +202,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                 model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
             except RuntimeError:
                 raise MemlibError(f"init_from: {cfg.init_from} holds weights of another architecture") from None
-        peer = make_model(cfg, device) if cfg.method == "coteaching" else None  # its own random init
-        optimizer = make_optimizer(cfg, model, peer)
-        teacher, std_teacher = load_teacher(cfg.kd_teacher, device), load_teacher(cfg.kd_std_teacher, device)
-        swa = AveragedModel(model) if cfg.method == "kd_swa" else None
-        soft_labels = torch.zeros(len(data.train_labels), data.num_classes, device=device)
+        method_state = MethodState(cfg, model, data, device)  # draws the peer's init, loads the teachers
+        optimizer = make_optimizer(cfg, model, method_state.peer)
         history: list[dict] = []
         best: dict | None = None
         start = 1
@@ -178,10 +217,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                                       f"to train from the start")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            soft_labels.copy_(state["soft_labels"])
-            for extra, name in ((peer, "peer"), (swa, "swa")):
-                if extra is not None:
-                    extra.load_state_dict(state[name])
+            method_state.load_state_dict(state)
             history = json.loads(state["history"])
             best = json.loads(state["best"]) if state["best"] else None
             _set_rng_state(state["rng"], generator)
@@ -208,7 +244,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             lr = lr_at(cfg, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            ctx = Context(cfg, epoch, soft_labels, teacher=teacher, std_teacher=std_teacher, peer=peer)
+            ctx = method_state.context(epoch)
             try:
                 m = {"epoch": epoch, "lr": lr,
                      **train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp, graphs)}
@@ -217,16 +253,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                 kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
                 raise TrainingDiverged(f"{exc.args[0]} at epoch {epoch}, {exc.args[1]}; stopped, nothing saved for "
                                        f"this epoch; last good checkpoint: {kept}") from None
-            if cfg.method == "mix":
-                m["gamma"] = ctx.gamma()
-            if cfg.method.endswith("_te"):
-                m["te_weight"] = ctx.te_weight()
-            if cfg.method == "coteaching":
-                m["forget_rate"] = ctx.forget_rate()
-            if swa is not None and epoch >= cfg.swa_start:
-                update_swa(swa, model, data, cfg, fmt, amp)
-                m["swa_n"] = int(swa.n_averaged)
-            evaluated = _evaluated(model, swa)
+            m.update(method_state.end_epoch(ctx, model, data, fmt, amp))
+            evaluated = method_state.evaluated(model)
             t_train, t1 = time.time() - t0, time.time()
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 m.update(_evaluate_epoch(evaluated, data, train_eval_ids, cfg.eval_steps, eval_kw))
@@ -240,9 +268,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             save_checkpoint(last_path, {
                 **_weights_state(model, run_id, epoch, m),
                 "optimizer": optimizer.state_dict(),
-                "soft_labels": soft_labels.cpu(),
-                **({"peer": _cpu_state(peer)} if peer is not None else {}),
-                **({"swa": _cpu_state(swa)} if swa is not None else {}),
+                **method_state.state_dict(),  # soft_labels, and the peer / weight average of methods that have them
                 "rng": _rng_state(generator),
                 "history": json.dumps(history),
                 "best": json.dumps(best),
@@ -252,20 +278,35 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(m) + "\n")
             bar.update(1)
-            accs = (f" | train nat {m['train_nat_acc']:.3f} rob {m['train_rob_acc']:.3f} | test nat "
-                    f"{m['test_nat_acc']:.3f} rob {m['test_rob_acc']:.3f}") if "test_rob_acc" in m else ""
-            log(f"epoch {epoch}/{cfg.epochs} lr {lr:.4g} loss {m['train_loss']:.4f}{accs} | {m['time']:.1f}s")
+            log(_epoch_line(m, cfg.epochs))
         bar.close()
 
         finished = last_epoch >= cfg.epochs
         if finished:  # the model in memory is the last epoch's (trained now, or loaded from last.pt)
-            save_checkpoint(run_dir / "final.pt", _weights_state(_evaluated(model, swa), run_id, history[-1]["epoch"],
-                                                                 history[-1]))
+            save_checkpoint(run_dir / "final.pt", _weights_state(method_state.evaluated(model), run_id,
+                                                                 history[-1]["epoch"], history[-1]))
             atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
                                             "total_time": sum(h["time"] for h in history)})
     finally:
         lock.close()
     return RunResult(run_dir, history, finished)
+
+
+def _check_weight_files(cfg: RunConfig, log) -> None:
+    """Every checkpoint the config names (``init_from``, a method's teachers) is there: a record's weights are
+    trained again first (``runs.ensure_weights``); a missing file is a one-line error."""
+    for key in WEIGHT_KEYS:
+        path = getattr(cfg, key)
+        if path and (Path(path).parent / "config.json").is_file():
+            ensure_weights(Path(path).parent, Path(path).stem, log=log)  # a record's
+        if path and not Path(path).is_file():
+            raise MemlibError(f"{key}: no checkpoint at {path}")
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    accs = (f" | train nat {m['train_nat_acc']:.3f} rob {m['train_rob_acc']:.3f} | test nat "
+            f"{m['test_nat_acc']:.3f} rob {m['test_rob_acc']:.3f}") if "test_rob_acc" in m else ""
+    return f"epoch {m['epoch']}/{epochs} lr {m['lr']:.4g} loss {m['train_loss']:.4f}{accs} | {m['time']:.1f}s"
 
 
 def _progress(cfg: RunConfig) -> bool:
@@ -440,11 +481,6 @@ def _weights_state(model: torch.nn.Module, run_id: str, epoch: int, metrics: dic
     return {"format": CHECKPOINT_FORMAT, "run_id": run_id, "epoch": epoch,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "metrics": json.dumps(metrics)}
-
-
-def _evaluated(model: torch.nn.Module, swa: AveragedModel | None) -> torch.nn.Module:
-    """The model that is evaluated and saved as best/final: KD-SWA's averaged model once it holds weights."""
-    return swa.module if swa is not None and swa.n_averaged > 0 else model
 
 
 def _cpu_state(module: torch.nn.Module) -> dict:

@@ -99,11 +99,13 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         RunConfig.load(bad)
 
 
-def test_config_model_names_are_buildable():
-    for name in C.MODELS + ("wrn-28-10", "wrn-34-10", "wrn-34-20", "wrn-16-2"):
-        assert C.is_model_name(name) and is_known_model(name), name
-    for name in ("wrn-27-10", "wrn-4-1", "resnet", "vit"):
-        assert not C.is_model_name(name)
+def test_config_model_names_are_the_models_canonical_names():
+    for name in ("resnet18", "preact_resnet18", "vgg16", "densenet121", "dla", "wrn-28-10", "wrn-34-10", "wrn-34-20",
+                 "wrn-16-2"):
+        assert RunConfig(model=name).model == name and is_known_model(name), name
+    for name in ("wrn-27-10", "wrn-4-1", "resnet", "vit", "wrn", "ResNet18"):  # configs use canonical names only
+        with pytest.raises(ConfigError, match="unknown model"):
+            RunConfig(model=name)
 
 
 def test_baseline_keys_defaults_identity_and_errors():

@@ -387,7 +387,7 @@ def test_every_method_gives_a_finite_scalar_with_gradients(name: str, epoch: int
     teacher = {"kd_teacher": "teacher-run/best.pt"} if name == "kd_swa" else {}
     cfg = RunConfig(method=name, steps=2, te_start=2, te_end=3, gamma_ramp_epochs=2, coteach_gradual=1, **teacher)
     model, (x, y, _) = _model(), _batch()
-    ctx = Context(cfg, epoch, soft_labels=torch.zeros(N, C), teacher=_model(5).eval(), peer=_model(6))
+    ctx = Context(cfg, epoch, soft_labels=torch.zeros(N, C), teachers={"kd_teacher": _model(5).eval()}, peer=_model(6))
     torch.manual_seed(0)
     step = METHODS[name](model, x, y, IDX, ctx)
     assert step.loss.dim() == 0 and torch.isfinite(step.loss)
@@ -651,7 +651,7 @@ def test_kd_swa_by_hand(with_std: bool) -> None:
     extra = {"kd_std_teacher": "std-run/final.pt"} if with_std else {}
     cfg = RunConfig(**KD_CFG, **extra)
     ctx = FixedAttack(cfg, 1, x_adv=x_adv)
-    ctx.teacher, ctx.std_teacher = robust, (standard if with_std else None)
+    ctx.teachers = {"kd_teacher": robust, "kd_std_teacher": standard if with_std else None}
     ref = copy.deepcopy(model)
     step = kd_swa(model, x, y, IDX, ctx)
     logits_adv = ref(x_adv)  # train mode, as the method's forward
@@ -761,3 +761,108 @@ def test_coteaching_joint_sgd_step_equals_two_separate_steps() -> None:
         for (pname, p), q in zip(a.named_parameters(), b.parameters()):
             assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), pname
     assert any(not torch.allclose(p, q) for p, q in zip(model.parameters(), _model().parameters()))  # it did train
+
+
+# --- the registry: what each method declares; a new method = one function + one registration ---------------
+
+import dataclasses  # noqa: E402
+
+from memlib.methods import Step, method, method_spec, unregister  # noqa: E402
+
+BUILTIN = ["standard", "pgd_at", "trades", "mix", "pgd_at_te", "trades_te", "pgd_at_sat", "kd_swa", "coteaching"]
+
+
+def test_registrations_declare_what_each_method_needs() -> None:
+    assert list(memlib.config.METHODS) == list(METHODS) == BUILTIN  # the order the unknown-method error lists
+    spec = {name: method_spec(name) for name in BUILTIN}
+    assert all(memlib.config.METHODS[n] is spec[n] and spec[n].loss is METHODS[n] for n in BUILTIN)
+    assert [n for n in BUILTIN if spec[n].peer] == ["coteaching"]
+    assert [n for n in BUILTIN if spec[n].averaging] == ["kd_swa"]
+    assert {n: spec[n].teachers for n in BUILTIN if spec[n].teachers} == {"kd_swa": ("kd_teacher", "kd_std_teacher")}
+    assert [n for n in BUILTIN if spec[n].soft_labels] == ["pgd_at_te", "trades_te", "pgd_at_sat"]
+    cfg = RunConfig(te_start=2, te_end=4, gamma_ramp_epochs=4, coteach_gradual=2)
+    logged = {n: spec[n].epoch_metrics(Context(cfg, 3)) for n in BUILTIN if spec[n].epoch_metrics is not None}
+    te = {"te_weight": pytest.approx(300.0 * math.exp(-1.25))}
+    assert logged == {"mix": {"gamma": 0.5}, "pgd_at_te": te, "trades_te": te, "coteaching": {"forget_rate": 0.2}}
+
+
+def test_every_method_setting_belongs_to_its_methods() -> None:
+    owned = {key for name in BUILTIN for key in method_spec(name).settings}
+    prefixed = {f.name for f in dataclasses.fields(RunConfig) if f.name.startswith(("te_", "sat_", "kd_", "coteach_",
+                                                                                       "swa_"))}
+    assert owned == prefixed | {"trades_beta", "gamma_ramp_epochs"}
+    assert RunConfig().method_settings() == {}
+    assert RunConfig(method="trades_te", te_start=3).method_settings() == {
+        "trades_beta": 6.0, "te_momentum": 0.9, "te_weight": 300.0, "te_start": 3, "te_end": 150}
+    assert RunConfig(method="coteaching").method_settings() == {"coteach_forget_rate": 0.2, "coteach_gradual": 10}
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"trades_beta": -1}, "trades_beta must be >= 0; got -1.0"),
+    ({"trades_beta": float("inf")}, "trades_beta must be finite; got inf"),
+    ({"te_weight": -1}, "te_weight must be >= 0; got -1.0"),
+    ({"te_weight": float("nan")}, "te_weight must be finite; got nan"),
+    ({"te_momentum": 1.0}, "te_momentum must be in [0, 1); got 1.0"),
+    ({"te_start": 0}, "te_start must be >= 1; got 0"),
+    ({"gamma_ramp_epochs": 0}, "gamma_ramp_epochs must be >= 1; got 0"),
+    ({"weight_decay": -1}, "weight_decay must be >= 0; got -1.0"),
+    ({"momentum": 1.0}, "momentum must be in [0, 1); got 1.0"),
+])
+def test_method_settings_are_checked_whatever_the_method(values, needle) -> None:
+    """A method's checks run for every config (its keys are in every config), with one-line errors."""
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(values)
+    assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_bad_registrations_are_refused_with_one_line() -> None:
+    for kwargs, needle in [(dict(name="pgd_at"), "'pgd_at' is registered already"),
+                           (dict(name="toy", settings=("toy_rate",)), "toy_rate are not RunConfig keys"),
+                           (dict(name="toy", teachers=("init_from",)), "must be among its settings"),
+                           (dict(name="toy", settings=("te_start",), teachers=("te_start",)), "WEIGHT_KEYS")]:
+        with pytest.raises(ConfigError) as info:
+            method(**kwargs)(pgd_at)
+        assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert list(METHODS) == list(memlib.config.METHODS) == BUILTIN and METHODS["pgd_at"] is pgd_at
+
+
+def test_a_new_stateful_method_is_one_function_plus_one_registration(tiny_cfg, tmp_path) -> None:
+    """A toy method, registered here: PGD-AT that counts in its per-example table how often each example was
+    trained on, with its own check and an extra per-epoch metric. The loop sets up its table, logs its metric,
+    saves and resumes its state, with no change anywhere else."""
+    from memlib.io import load_checkpoint
+    from memlib.runs import read_metrics
+    from memlib.train import train
+
+    def visits(model, x, y, idx, ctx: Context) -> Step:
+        ctx.soft_labels[idx, 0] += 1
+        return pgd_at(model, x, y, idx, ctx)
+
+    def check(cfg: RunConfig) -> None:
+        if cfg.method == "toy_visits" and cfg.label_smoothing > 0:
+            raise ConfigError("method toy_visits takes no label_smoothing")
+
+    method("toy_visits", check=check, soft_labels=True,
+           epoch_metrics=lambda ctx: {"visits": ctx.soft_labels[:, 0].sum().item()})(visits)
+    try:
+        assert METHODS["toy_visits"] is visits and method_spec("toy_visits").soft_labels
+        with pytest.raises(ConfigError, match="takes no label_smoothing"):
+            tiny_cfg(method="toy_visits", label_smoothing=0.1)
+        kw = dict(method="toy_visits", epochs=2, lr_milestones=[1])
+        whole = train(tiny_cfg(**kw))
+        assert [m["visits"] for m in whole.metrics] == [60, 120]  # 60 training examples, each once an epoch
+        assert [m["visits"] for m in read_metrics(whole.run_dir)] == [60, 120]
+        last = load_checkpoint(whole.run_dir / "last.pt")
+        assert torch.equal(last["soft_labels"][:, 0], torch.full((60,), 2.0)) and not last["soft_labels"][:, 1:].any()
+        assert "peer" not in last and "swa" not in last
+        cfg = tiny_cfg(out_dir=str(tmp_path / "resumed"), **kw)  # stopped after epoch 1, then resumed
+        train(cfg, until_epoch=1)
+        resumed = train(cfg)
+        untimed = [[{k: v for k, v in m.items() if not k.startswith("time")} for m in r.metrics]
+                   for r in (whole, resumed)]
+        assert untimed[0] == untimed[1]
+    finally:
+        unregister("toy_visits")
+    assert list(METHODS) == list(memlib.config.METHODS) == BUILTIN
+    with pytest.raises(ConfigError, match="unknown method 'toy_visits'"):
+        RunConfig(method="toy_visits")

@@ -135,6 +135,18 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tiny_cfg, tmp_path):
     assert strip_times(read_metrics(run_dir)) == strip_times(whole.metrics)
 
 
+def test_the_training_loop_does_not_branch_on_method_names():
+    """What a method needs comes from its registration (memlib.methods.method), never from its name."""
+    import re
+
+    import memlib.train
+
+    source = Path(memlib.train.__file__).read_text()
+    names = "|".join(methods.METHODS)
+    assert not re.search(r"\.method\s*(==|!=|\bin\b|\.(starts|ends)with)", source)
+    assert not re.search(rf"[\"'](_te|_sat|{names})[\"']", source)
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, monkeypatch):
     real = methods.METHODS["standard"]
 
