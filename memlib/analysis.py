@@ -166,16 +166,28 @@ def per_example_grad_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             for name in dict.fromkeys(losses)}
 
 
+RATIO_LOSSES = ("clean_ce", "r", "trades_kl")  # the per-example norms Fig. 3(b)'s ratios are made of
+
+
+def ratios_from_norms(norms: dict, reduce: bool = True) -> dict:
+    """Fig. 3(b) from per-example gradient norms (``per_example_grad_norms`` with at least ``RATIO_LOSSES``):
+    ||grad R|| / ||grad CE|| ("pgd_at") and ||grad beta*KL|| / ||grad CE|| ("trades"), CE being the clean CE;
+    each example's ratio (``reduce=False``: (B,) tensors) or their mean over examples (floats)."""
+    ce = norms["clean_ce"].clamp_min(1e-30)
+    ratios = {"pgd_at": norms["r"] / ce, "trades": norms["trades_kl"] / ce}
+    return {k: v.mean().item() for k, v in ratios.items()} if reduce else ratios
+
+
 def grad_norm_ratios(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
-                     beta: float = 6.0, norm: str = "linf", seed: int | None = None,
-                     chunk_size: int = 16) -> dict[str, float]:
-    """Fig. 3(b): the mean over examples of ||grad R|| / ||grad CE|| ("pgd_at") and of
-    ||grad beta*KL|| / ||grad CE|| ("trades"), CE being the clean CE. Both are computed on the given model;
-    the figure uses "pgd_at" for the PGD-AT model and "trades" for the TRADES model."""
-    n = per_example_grad_norms(model, x, y, ("clean_ce", "r", "trades_kl"), eps=eps, alpha=alpha, steps=steps,
-                               beta=beta, norm=norm, seed=seed, chunk_size=chunk_size)
-    ce = n["clean_ce"].clamp_min(1e-30)
-    return {"pgd_at": (n["r"] / ce).mean().item(), "trades": (n["trades_kl"] / ce).mean().item()}
+                     beta: float = 6.0, norm: str = "linf", seed: int | None = None, chunk_size: int = 16,
+                     reduce: bool = True) -> dict:
+    """Fig. 3(b): the mean over examples (each example's with ``reduce=False``) of ||grad R|| / ||grad CE||
+    ("pgd_at") and of ||grad beta*KL|| / ||grad CE|| ("trades"), CE being the clean CE (``ratios_from_norms``).
+    Both are computed on the given model; the figure uses "pgd_at" for the PGD-AT model and "trades" for the
+    TRADES model."""
+    n = per_example_grad_norms(model, x, y, RATIO_LOSSES, eps=eps, alpha=alpha, steps=steps, beta=beta, norm=norm,
+                               seed=seed, chunk_size=chunk_size)
+    return ratios_from_norms(n, reduce)
 
 
 def grad_norms_by_noise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noisy_mask: torch.Tensor,

@@ -132,6 +132,22 @@ def plot_curve(ax, metrics: list[dict], metric: str, *, label: str | None = None
         ax.plot([b], [ys[epochs.index(b)]], "*", color=line.get_color(), ms=10, mec="k", mew=0.5)
 
 
+# the four accuracies of a run's metrics.jsonl: (colour: blue training, orange test; line: solid natural, dashed
+# robust; legend label)
+ACCURACIES = {"train_nat_acc": ("tab:blue", "-", "train natural"), "train_rob_acc": ("tab:blue", "--", "train robust"),
+              "test_nat_acc": ("tab:orange", "-", "test natural"), "test_rob_acc": ("tab:orange", "--", "test robust")}
+
+
+def plot_accuracies(ax, metrics: list[dict], cfg: RunConfig, **style) -> None:
+    """The four accuracies of one run per evaluated epoch (``ACCURACIES``; Fig. 7a, A.6, A.7), a star at its best
+    epoch on the robust test curve (the curve that picks it), the schedule of ``cfg`` marked, the y-axis 0-102%;
+    ``style`` goes to every curve (markers, say). The caller adds the y label and the legend."""
+    for key, (color, ls, label) in ACCURACIES.items():
+        plot_curve(ax, metrics, key, label=label, color=color, ls=ls, star=key == "test_rob_acc", **style)
+    mark_schedule(ax, cfg)
+    ax.set(xlabel="epoch", ylim=(0, 102))
+
+
 def plot_metric(ax, curves: dict, metric: str, cfg: RunConfig | None = None, *, te_band: bool = False,
                 labels: dict | None = None) -> None:
     """One curve per entry of ``curves`` ({method key or label: metrics rows}), coloured and named by method,
@@ -210,23 +226,24 @@ def plot_timing(ax, cfgs: dict, epochs: int) -> None:
     """When each remedy of ``cfgs`` ({key: RunConfig}, coloured by key) acts in epochs 1..``epochs`` (Sec. 5):
     curves for the fraction of each batch Co-teaching keeps, R(T), and the TE weight relative to its maximum;
     shaded spans for the epochs in which SAT updates its targets and in which SWA averages the weights. Methods
-    without a schedule of their own (PGD-AT, LS) draw nothing. Axes on a 0-1 scale."""
-    from memlib.methods import Context
+    without a schedule of their own (PGD-AT, LS) draw nothing. What a method draws follows from its registration
+    (``memlib.methods.method_spec``): the schedules among its settings, weight averaging if it has it. Axes on a
+    0-1 scale."""
+    from memlib.methods import Context, method_spec
 
     ep = range(1, epochs + 1)
     for key, c in cfgs.items():
-        if c.method == "coteaching":
-            ax.plot(ep, [1 - Context(c, e).forget_rate() for e in ep], color=COLORS.get(key),
+        spec, color = method_spec(c.method), COLORS.get(key)
+        if "coteach_forget_rate" in spec.settings:
+            ax.plot(ep, [1 - Context(c, e).forget_rate() for e in ep], color=color,
                     label="Co-teaching: fraction of the batch kept")
-        elif c.method.endswith("_te"):
-            ax.plot(ep, [Context(c, e).te_weight() / c.te_weight for e in ep], color=COLORS.get(key),
-                    label="TE weight / maximum")
-        elif c.method == "pgd_at_sat":
-            ax.axvspan(c.sat_start - 0.5, epochs + 0.5, color=COLORS.get(key), alpha=0.12,
-                       label="SAT updates its targets")
-        elif c.method == "kd_swa":
-            ax.axvspan(c.swa_start - 0.5, epochs + 0.5, ymax=0.5, fill=False, hatch="//", edgecolor=COLORS.get(key),
-                       lw=0, label="SWA averages the weights")
+        if "te_weight" in spec.settings:
+            ax.plot(ep, [Context(c, e).te_weight() / c.te_weight for e in ep], color=color, label="TE weight / maximum")
+        if "sat_start" in spec.settings:
+            ax.axvspan(c.sat_start - 0.5, epochs + 0.5, color=color, alpha=0.12, label="SAT updates its targets")
+        if spec.averaging:
+            ax.axvspan(c.swa_start - 0.5, epochs + 0.5, ymax=0.5, fill=False, hatch="//", edgecolor=color, lw=0,
+                       label="SWA averages the weights")
     ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05))
 
 

@@ -327,6 +327,11 @@ def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None
     _retrain(run_dir, log=log)
 
 
+def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
+    """Where ``snapshot_epochs`` keeps the weights after ``epoch`` (0: the initialization), ``epoch_NNN.pt``."""
+    return Path(run_dir) / f"epoch_{epoch:03d}.pt"
+
+
 # --- one run folder ---------------------------------------------------------------------------------------
 
 class Run:
@@ -394,6 +399,10 @@ class Run:
     # weights
     def checkpoint(self, which: str = "final") -> Path:
         return self.dir / f"{which}.pt"
+
+    def snapshot(self, epoch: int) -> Path:
+        """The checkpoint of the weights kept after ``epoch`` (``snapshot_epochs``; 0: the initialization)."""
+        return snapshot_path(self.dir, epoch)
 
     def load(self, which: str = "best", device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
         """The model with the weights of checkpoint ``which`` (best | final | last | epoch_NNN), in eval mode,

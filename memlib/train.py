@@ -29,15 +29,14 @@ from tqdm.auto import tqdm
 from memlib.config import WEIGHT_KEYS, ConfigError, MemlibError, RunConfig
 from memlib.data import Loader, balanced_subset, data_digest, prepare_data
 from memlib.evaluate import load_weights, predict
-from memlib.io import (CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                       load_checkpoint, save_checkpoint)
+from memlib.io import (CHECKPOINT_FORMAT, CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json,
+                       atomic_write_text, load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context, method_spec
 from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished, make_model,
                          read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
-                         select_device, set_retrainer, uses_amp, uses_channels_last)
+                         select_device, set_retrainer, snapshot_path, uses_amp, uses_channels_last)
 from memlib.schedule import lr_at  # noqa: F401  (re-exported: memlib.train.lr_at is what notebooks long used)
 
-CHECKPOINT_FORMAT = "memlib-checkpoint-1"
 
 
 class TrainingDiverged(MemlibError):
@@ -313,11 +312,6 @@ def _progress(cfg: RunConfig) -> bool:
     """Progress bars: the config's ``progress``, unless ``TQDM_DISABLE`` is set (the batch sets it in the kernels
     of the notebooks it executes, whose saved outputs should not hold bars and timings)."""
     return cfg.progress and os.environ.get("TQDM_DISABLE", "") in ("", "0")
-
-
-def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
-    """Where ``snapshot_epochs`` keeps the weights after ``epoch`` (0: the initialization)."""
-    return Path(run_dir) / f"epoch_{epoch:03d}.pt"
 
 
 def _lock(run_dir: Path):

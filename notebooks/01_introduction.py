@@ -16,9 +16,8 @@
 # %% [markdown]
 # # Introduction — adversarial examples and adversarial training (Sec. 1–2)
 #
-# Dong et al. (ICLR 2022) study *memorization in adversarial training*. Before asking what an adversarially
-# trained network memorizes, we need the objects the paper is built on. Three questions, each with a small
-# experiment:
+# Dong et al. (ICLR 2022) study *memorization in adversarial training*. Before asking what an adversarially trained
+# network memorizes, we need the objects the paper is built on. Three questions, each with a small experiment:
 #
 # 1. **What is an adversarial example**, and how do we find one? (the threat model and PGD, Eq. 2)
 # 2. **What is adversarial training** (AT)? (PGD-AT, Eq. 1, and TRADES, Eq. 3, the paper's two methods)
@@ -32,8 +31,7 @@
 tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/01_introduction/<tier>.yaml)
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist
-# RunConfig values shared by the two runs (standard training and PGD-AT). Sec. 5 setting: ResNet-18, SGD
-# lr 0.1 (/10 after epochs 100 and 150), weight decay 5e-4, crop + flip augmentation, PGD-10, 200 epochs.
+# RunConfig values shared by the two runs (standard training and PGD-AT); the paper's: `paper_setting`
 base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=50, train_eval_subset=50,
                   epochs=2, batch_size=50, steps=2, eval_steps=2, augment=True, weight_decay=5e-4, lr=0.1,
                   lr_schedule="multistep", lr_milestones=[100, 150], eval_batch_size=500)
@@ -58,27 +56,22 @@ from IPython.display import Markdown, display
 
 import memlib.methods
 from memlib.attacks import ce_objective, pgd
-from memlib.data import CIFAR10_CLASSES
 from memlib.evaluate import load_weights
 from memlib.experiments import declare
-from memlib.experiments import introduction as intro  # this notebook's runs and figures
-from memlib.paper import TABLE1
-from memlib.present import eps_text, name, setting, show_setting
+from memlib.lectures import introduction as intro  # this notebook's figures and computations
+from memlib.present import name, show_setting
 from memlib.report import Outputs
 from memlib.runs import select_device
 from memlib.train import train
 
 out = Outputs(tier, "01_introduction")
-# The two runs (memlib/experiments/introduction.py): the same settings, only `method` differs
-planned = declare("01_introduction", globals(), out.runs, out.data).configs
+planned = declare("01_introduction", globals(), out.runs, out.data).configs  # the two runs: only `method` differs
 cfg = planned["pgd_at"]  # the shared settings (eps, alpha, data) of both runs
 device = select_device(cfg.device)
 K = cfg.eval_steps  # PGD-K, the attack of the runs' robust accuracy (the paper's: PGD-10, step 2/255, random start)
 
-# eval_n class-balanced test images for every comparison below (the runs' per-epoch ones if eval_n = test_subset)
 images, labels, source = intro.comparison_images(cfg, eval_n, device)
-here = f"the comparisons below on {len(labels)} test images" if eval_n != cfg.test_subset else ""
-this_setting = setting(cfg, tier, here, f"data {source}", paper=paper_setting)
+this_setting = intro.setting_line(cfg, tier, eval_n, len(labels), source, paper_setting)
 show_setting(this_setting)
 
 run_dirs = {key: train(c, force=force).run_dir for key, c in planned.items()}  # trained once, then reused
@@ -100,12 +93,11 @@ for run_dir in run_dirs.values():
 #
 # $$S(x) = \{x' : \|x' - x\|_p \le \epsilon\}, \qquad x' \in [0, 1]^d,$$
 #
-# with pixel values in $[0, 1]$ (memlib feeds raw pixels to the network, as the authors do). The paper uses the
-# $\ell_\infty$ norm with $\epsilon = 8/255$: each colour channel of each pixel may move by at most 8 of its 255
-# levels (the $\ell_2$ threat model, $\epsilon = 1.0$ or $128/255$, appears in the appendices). The attacker
-# knows the network (a *white-box* attack). A prediction is **robust** at $x$ if it is correct on all of $S(x)$;
-# we cannot check infinitely many points, so **robust accuracy** is measured against a strong attack, and is an
-# upper bound on the true robust accuracy.
+# in raw pixel values (memlib feeds them to the network, as the authors do). The paper uses the $\ell_\infty$ norm
+# with $\epsilon = 8/255$: each colour channel of each pixel may move by at most 8 of its 255 levels (the $\ell_2$
+# threat model, $\epsilon = 1.0$ or $128/255$, appears in the appendices). The attacker knows the network (a
+# *white-box* attack). A prediction is **robust** at $x$ if it is correct on all of $S(x)$; we cannot check
+# infinitely many points, so **robust accuracy** is measured against a strong attack, an upper bound on the true one.
 #
 # ## 2. Projected gradient descent (PGD), Eq. 2
 #
@@ -126,17 +118,10 @@ for run_dir in run_dirs.values():
 # %%
 model_st, _ = load_weights(run_dirs["standard"], "final", device)  # the weights after the last epoch, in eval mode
 
-# A batch of test images as floats in [0, 1], attacked with memlib.attacks.pgd (PGD-K, l-inf, the runs' eps).
-x, y = images[:128].float() / 255, labels[:128]
+x, y = images[:128].float() / 255, labels[:128]  # a batch of test images as floats in [0, 1]
 torch.manual_seed(0)
-x_adv = pgd(model_st, x, ce_objective(y), eps=cfg.eps, alpha=cfg.alpha, steps=K)
-delta = (x_adv - x).abs()
-print(f"max |delta| = {255 * delta.max().item():.2f}/255 (eps = {eps_text(cfg.eps)}), mean |delta| = "
-      f"{255 * delta.mean().item():.2f}/255; x_adv lies in [{x_adv.min().item():.3f}, {x_adv.max().item():.3f}]")
-with torch.no_grad():
-    acc_clean, acc_adv = ((model_st(z).argmax(1) == y).float().mean().item() for z in (x, x_adv))
-print(f"standard model on these {len(y)} images: {100 * acc_clean:.1f}% correct clean, "
-      f"{100 * acc_adv:.1f}% correct after PGD-{K}")
+x_adv = pgd(model_st, x, ce_objective(y), eps=cfg.eps, alpha=cfg.alpha, steps=K)  # PGD-K, l-inf, the runs' eps
+print(intro.attack_summary(model_st, x, x_adv, y, cfg.eps, K))  # the size of delta = x_adv - x; accuracy on x, x_adv
 
 # %% [markdown]
 # The perturbation never leaves the ball: $\max|\delta| \le \epsilon$ (most coordinates sit exactly at
@@ -150,18 +135,17 @@ print(f"standard model on these {len(y)} images: {100 * acc_clean:.1f}% correct 
 # %%
 print(inspect.getsource(intro.pgd_by_hand))
 torch.manual_seed(0)
-x_hand, losses_st, accs_st = intro.pgd_by_hand(model_st, x, y, cfg.eps, cfg.alpha, K)
+x_hand, _, _ = intro.pgd_by_hand(model_st, x, y, cfg.eps, cfg.alpha, K)
 print(f"largest difference to memlib.attacks.pgd: {(x_hand - x_adv).abs().max().item():.2e}")
 
-intro.pgd_figure(x, y, [(model_st, losses_st, accs_st, "standard training", "tab:blue")])
+intro.pgd_figure(x, y, {"standard training": model_st}, cfg.eps, cfg.alpha, K)  # loss and accuracy along pgd_by_hand
 plt.show()
 
 # %% [markdown]
-# **How to read it.** Step 0 is the random start: a random point of the ball barely changes the loss (compare
-# the dotted clean loss), so random noise of size $\epsilon$ is harmless. The gradient steps then drive the
-# loss up, and the accuracy of a well-trained standard model collapses within a few steps. At the `smoke` tier
-# the network is at chance either way; the curve still rises, because the attack maximizes the loss of
-# whatever network it is given.
+# **How to read it.** Step 0 is the random start: a random point of the ball barely changes the loss (compare the
+# dotted clean loss), so random noise of size $\epsilon$ is harmless. The gradient steps then drive the loss up, and
+# the accuracy of a well-trained standard model collapses within a few steps. At the `smoke` tier the network is at
+# chance either way; the curve still rises, because the attack maximizes the loss of whatever network it is given.
 #
 # ## 3. Adversarial training: PGD-AT (Eq. 1) and TRADES (Eq. 3)
 #
@@ -187,19 +171,17 @@ print(inspect.getsource(memlib.methods.pgd_at))
 # $$\min_\theta \frac{1}{n}\sum_{i=1}^{n} \Big[ L(f_\theta(x_i), y_i) + \beta \cdot \max_{x'_i \in S(x_i)}
 #   D_{KL}\big(f_\theta(x_i)\,\|\,f_\theta(x'_i)\big) \Big]. \tag{3}$$
 #
-# The cross-entropy is taken on the *clean* image; the second term asks the prediction not to change inside
-# the ball, whatever the label; $\beta$ trades one against the other (the paper uses $\beta = 6$). The attack
-# now maximizes the KL divergence instead of the cross-entropy. At $x' = x$ the KL and its gradient are exactly
-# zero, so the attack starts from $x + 0.001\cdot\mathcal{N}(0, I)$ (as in the authors' code) rather than from
-# a uniform point of the ball:
+# The cross-entropy is taken on the *clean* image; the second term asks the prediction not to change inside the ball,
+# whatever the label; $\beta$ trades one against the other (the paper uses $\beta = 6$). The attack now maximizes the
+# KL divergence instead. At $x' = x$ the KL and its gradient are exactly zero, so the attack starts from
+# $x + 0.001\cdot\mathcal{N}(0, I)$ (as in the authors' code) rather than from a uniform point of the ball:
 
 # %%
 print(inspect.getsource(memlib.methods.trades))
 
 # %% [markdown]
-# The difference looks small — where the label enters the loss — but it is the thread of the whole paper:
-# trained on *random* labels, TRADES memorizes the adversarial examples while PGD-AT fails to converge (Sec.
-# 3.1, next notebook).
+# The difference looks small — where the label enters the loss — but it is the thread of the whole paper: on *random*
+# labels TRADES memorizes the adversarial examples while PGD-AT fails to converge (Sec. 3.1, next notebook).
 #
 # ## 4. What adversarial training buys, and what it costs
 #
@@ -213,35 +195,31 @@ model_at, _ = load_weights(run_dirs["pgd_at"], "final", device)
 models = {name("standard"): model_st, name("pgd_at"): model_at}
 
 results = intro.accuracies(models, images, labels, cfg, K)  # natural and PGD-K, with memlib.evaluate.accuracy
-paper = TABLE1["cifar10"]["pgd_at"]  # Table 1, final epoch (the paper reports no standard baseline)
-display(Markdown(intro.accuracy_table(results, len(labels), K, paper, name("pgd_at"), this_setting)))
+display(Markdown(intro.accuracy_table(results, len(labels), K, this_setting)))  # beside Table 1's PGD-AT (final)
 
-fig = intro.accuracy_figure(results, paper, name("pgd_at"), K, f"{tier} tier: {len(labels)} test images")
+fig = intro.accuracy_figure(results, K, f"{tier} tier: {len(labels)} test images")
 out.figure(fig, "intro_accuracy", f"Natural and PGD-{K} robust test accuracy of standard training and PGD-AT "
            f"(black: the paper's PGD-AT, Table 1, final epoch). {this_setting}")
 plt.show()
 
 # %% [markdown]
 # **How to read it.** Blue bars: accuracy on clean test images; red: on the same images after the attack; black
-# lines: the paper's PGD-AT; dotted: chance (10%). In the paper's setting (ResNet-18, 200 epochs) PGD-AT ends at
-# 84.8% natural and 44.9% robust accuracy (Table 1, final epoch; 52.6% robust at its best epoch). The paper
-# trains no standard baseline; a standard ResNet-18 on CIFAR-10 typically reaches about 95% natural and **0%**
-# robust accuracy.
+# lines: the paper's PGD-AT; dotted: chance (10%). In the paper's setting PGD-AT ends at 84.8% natural and 44.9%
+# robust accuracy (Table 1, final epoch; 52.6% robust at its best epoch). The paper trains no standard baseline; a
+# standard ResNet-18 on CIFAR-10 typically reaches about 95% natural and **0%** robust accuracy.
 #
 # * **Why the standard model has ~0% robust accuracy.** Nothing in its objective mentions the neighbourhood of a
 #   training point, and by Goodfellow et al.'s linearity argument a network trained only on natural images has
 #   large input gradients: 8/255 per pixel along the gradient crosses a decision boundary for almost every
 #   image. The PGD curve above is this in action.
-# * **Why PGD-AT gives up natural accuracy.** Every training point must be classified correctly on a whole
-#   ball, so the decision boundary has to stay at least $\epsilon$ away from the data (the paper's Fig. 1);
-#   predictive but fragile features (tiny, high-frequency patterns) are unusable, and some images genuinely lie
-#   within $\epsilon$ of another class. Capacity goes into robustness and clean accuracy drops by about 10
-#   points (Tsipras et al., 2019, argue that some such trade-off is unavoidable); TRADES makes it explicit
-#   through $\beta$.
+# * **Why PGD-AT gives up natural accuracy.** Every training point must be classified correctly on a whole ball, so
+#   the decision boundary has to stay at least $\epsilon$ away from the data (the paper's Fig. 1); predictive but
+#   fragile features (tiny, high-frequency patterns) are unusable, and some images genuinely lie within $\epsilon$ of
+#   another class. Capacity goes into robustness and clean accuracy drops by about 10 points (Tsipras et al., 2019,
+#   argue that some such trade-off is unavoidable); TRADES makes it explicit through $\beta$.
 #
-# What our tier shows depends on its budget: `smoke` trains tiny networks for seconds, so both sit near chance;
-# `quick` (a narrow ResNet-18 on 2,000 images, about a dozen epochs) shows the ordering — standard higher clean,
-# PGD-AT higher robust — at far lower absolute accuracy than the paper.
+# What our tier shows depends on its budget (setting line above): `smoke`'s tiny networks sit near chance; `quick`
+# shows the ordering — standard higher clean, PGD-AT higher robust — at far lower accuracy than the paper.
 #
 # The table below is built from the runs' own logs (last epoch, the runs' per-epoch test subset) and adds the
 # **training** accuracies. The gap between robust training and robust test accuracy, the *robust
@@ -254,10 +232,7 @@ display(Markdown(out.table("intro_final_accuracy", "final_accuracy",
                            title="Last-epoch training and test accuracy of the two introduction runs",
                            setting=this_setting)))
 
-torch.manual_seed(0)
-_, losses_at, accs_at = intro.pgd_by_hand(model_at, x, y, cfg.eps, cfg.alpha, K)
-fig = intro.pgd_figure(x, y, [(model_st, losses_st, accs_st, "standard training", "tab:blue"),
-                              (model_at, losses_at, accs_at, "PGD-AT", "tab:red")])
+fig = intro.pgd_figure(x, y, {"standard training": model_st, "PGD-AT": model_at}, cfg.eps, cfg.alpha, K)
 out.figure(fig, "intro_pgd_loss", f"Cross-entropy and accuracy of {len(y)} test images along PGD-{K} "
            f"(Eq. 2), standard vs PGD-AT model. {this_setting}")
 plt.show()
@@ -276,18 +251,16 @@ plt.show()
 # adversarial image, each with the predicted class and its confidence (green: correct, red: wrong). Questions to
 # try: at which $\epsilon$ does the standard model flip? Does the PGD-AT model's perturbation look different (it
 # tends to show object-shaped structure rather than noise)? At $16/255$, can you still recognize the object —
-# and does PGD-AT still? (In a headless run the explorer is a static grid: rows are test images × models,
-# columns growing $\epsilon$; the last column is the perturbation at the largest $\epsilon$.)
+# and does PGD-AT still? (Headless, the explorer is a static grid: a row per test image and model, a column per
+# $\epsilon$, the perturbation at the largest $\epsilon$ last.)
 
 # %%
 if interactive:
-    intro.explorer_widget(models, images, labels, K, CIFAR10_CLASSES)
+    intro.explorer_widget(models, images, labels, K)
 else:
     n = min(n_examples, len(labels))
-    fig = intro.explorer_grid(models, images, labels, eps_values, n, K, CIFAR10_CLASSES)
-    out.figure(fig, "intro_eps_explorer", f"PGD-{K} adversarial examples of {n} test images for growing eps, "
-               f"standard and PGD-AT model; titles: predicted class and confidence (green correct, red wrong); "
-               f"last column: the perturbation at {max(eps_values)}/255, amplified. {this_setting}")
+    fig = intro.explorer_grid(models, images, labels, eps_values, n, K)
+    out.figure(fig, "intro_eps_explorer", f"{intro.explorer_caption(n, K, eps_values)} {this_setting}")
     plt.show()
 
 # %% [markdown]

@@ -73,8 +73,9 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from memlib.experiments import declare
-from memlib.experiments.convergence import (findings, grad_norms, gradient_change, noise_norms, ratio_samples,
-                                            snapshots, successive_cosines)
+from memlib.experiments.convergence import snapshots
+from memlib.lectures.convergence import (findings, grad_norms, gradient_change, noise_norms, ratio_samples,
+                                         successive_cosines)
 from memlib.present import COLORS, LOSS_NAMES, mark_schedule, name, plot_curve, setting as setting_line, show_setting
 from memlib.report import Outputs
 from memlib.runs import read_metrics
@@ -99,7 +100,7 @@ SNAPSHOTS = snapshots(globals())  # 0 (the initialization) to grad_epochs
 #
 # For each kept epoch we take the model and measure, on the same `n_examples` training images with their random
 # labels, the norm of the parameter gradient of each example's loss, averaged over the examples. The images are
-# class-balanced and drawn with a fixed seed (`probe` in `memlib/experiments/convergence.py`), never the first
+# class-balanced and drawn with a fixed seed (`probe` in `memlib/lectures/convergence.py`), never the first
 # n: the offline copy is sorted by class, so those would all be airplanes; the choice is part of every cache
 # key, so changing it recomputes instead of reusing old numbers.
 #
@@ -109,7 +110,7 @@ SNAPSHOTS = snapshots(globals())  # 0 (the initialization) to grad_epochs
 #
 # Fig. 3(b) plots the ratios $\|\nabla R\|/\|\nabla \mathrm{CE}\|$ (PGD-AT) and
 # $\|\nabla \beta\mathrm{KL}\|/\|\nabla \mathrm{CE}\|$ (TRADES), per example then averaged
-# (`analysis.grad_norm_ratios`), against the training iteration of the snapshot. **Paper:** the KL term's
+# (`analysis.ratios_from_norms`), against the training iteration of the snapshot. **Paper:** the KL term's
 # gradient is much smaller than the CE term's in TRADES's first epochs (CE dominates, natural images get
 # memorized first) and grows later; PGD-AT's ratio is consistently higher than TRADES's over the first 1,000
 # iterations.
@@ -236,7 +237,7 @@ plt.show()
 # %% [markdown]
 # ## The findings in numbers
 #
-# Each number below is computed from the measurements above (`findings` in `memlib/experiments/convergence.py`),
+# Each number below is computed from the measurements above (`findings` in `memlib/lectures/convergence.py`),
 # saved in the run folders' `convergence.json` files and read from there (the table is rebuilt from them, never
 # from this notebook's text).
 

@@ -93,7 +93,7 @@ from IPython.display import Markdown, display
 
 from memlib import analysis
 from memlib.experiments import declare
-from memlib.experiments import generalization as gen
+from memlib.lectures import generalization as gen  # this notebook's figures and computations
 from memlib.present import curve, setting, show_setting
 from memlib.report import Outputs
 from memlib.runs import read_metrics
@@ -153,10 +153,7 @@ display(Markdown(f"{reused} of the {len(models)} Fig. 6 models were finished run
 t0 = time.time()
 cx = {spec: analysis.run_complexity(fig6_dirs[spec], measure, force=force, log=print) for spec in models}
 gap = {spec: curve(read_metrics(fig6_dirs[spec]), "rob_gap")[1][-1] for spec in models}  # last evaluated epoch, %
-measured = sum(sum(c["seconds"].values()) for c in cx.values())
-display(Markdown(f"Measurements: {time.time() - t0:.0f} s here (results saved in the run folders are reused; "
-                 f"measuring all {len(models)} models took {measured:.0f} s on "
-                 f"{', '.join(sorted({c['device'] for c in cx.values()}))})."))
+display(Markdown(gen.timing_text(cx, time.time() - t0)))
 
 # %% [markdown]
 # ## Fig. 6: complexity vs robust generalization gap
@@ -173,11 +170,7 @@ display(Markdown(f"Measurements: {time.time() - t0:.0f} s here (results saved in
 # robust gaps of the 12 TRADES models of Table A.1 (48% to 62% on true labels, 69% to 99% on random ones).
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-for ax, key in zip(axes, gen.MEASURES):
-    gen.scatter(ax, key, cx, gap)
-gen.legend(axes[0], models)
-fig.tight_layout()
+fig = gen.fig6_figure(cx, gap, models)  # a panel per measure (gen.MEASURES)
 out.figure(fig, "fig6_complexity_vs_gap", f"Fig. 6: four complexity measures vs the robust generalization gap "
            f"(triangles: true labels, circles: random, squares: partly random). {fig6_setting}")
 plt.show()
@@ -207,10 +200,7 @@ display(Markdown(out.table("fig6_complexity", "complexity", runs={gen.model_labe
 # nothing). The `quick` tier's executed notebook and `outputs/quick/FINDINGS.md` record what this showed.
 
 # %%
-fit = ", ".join(f"{gen.model_label(s)} {100 * cx[s]['fit']:.0f}%" for s in models)
-display(Markdown("\n".join(gen.summary(cx, gap)) + "\n\nShare of the measured training examples each model fits "
-                 f"(margin > 0, i.e. {'robustly' if S['robust_margin'] else 'naturally'} correct): {fit}.\n\n"
-                 f"> {fig6_setting}"))
+display(Markdown(gen.summary_text(cx, gap, S["robust_margin"], fig6_setting)))  # Kendall taus, random-label test
 
 # %% [markdown]
 # ## The weight loss landscape along one random direction
@@ -244,15 +234,8 @@ show_setting(f"On {examples} training examples per model. {fig6_setting} (The pa
 
 # %%
 if interactive:
-    import ipywidgets as widgets
-
     live = gen.Landscape(fig6_dirs, fig6, S)  # loads a model's final.pt on first use
-    widgets.interact(lambda spec, key, lam: gen.explorer_view(live, cx, gap, spec, key, lam),
-                     spec=widgets.Dropdown(options=[(gen.model_label(s), s) for s in models], description="model"),
-                     key=widgets.Dropdown(options=[(v, k) for k, v in gen.MEASURES.items()], value="flatness",
-                                          description="measure"),
-                     lam=widgets.FloatSlider(value=S["gamma"], min=-1.0, max=1.0, step=0.05, continuous_update=False,
-                                             description="λ"))
+    gen.explorer_widget(live, cx, gap, S["gamma"])
 else:
     gen.landscape_grid(cx, gap, S["gamma"])
     plt.show()
@@ -282,9 +265,7 @@ else:
 
 # %%
 a10_setting = gen.a10_setting(a10, planned[("adv_init",)], tier, gen.model_label(adv_init))
-fig, axes = plt.subplots(1, len(sgd), figsize=(5.2 * len(sgd), 3.6), squeeze=False)
-gen.plot_a10(axes[0], {key: read_metrics(path) for key, path in a10_dirs.items()}, a10)
-fig.tight_layout()
+fig = gen.a10_figure({key: read_metrics(path) for key, path in a10_dirs.items()}, a10)
 out.figure(fig, "figA10_init_curves", f"Fig. A.10: natural and robust test accuracy of TRADES from a random vs an "
            f"adversarial initialization, with vanilla and SOTA SGD (dotted: lr decay). {a10_setting}")
 plt.show()

@@ -93,9 +93,9 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from memlib import present
-from memlib.analysis import run_adversarial_losses
-from memlib.experiments import declare, robust_overfitting as ro  # ro: this notebook's runs, roles, figures
-from memlib.paper import KENDALL_TAU, TABLE1
+from memlib.experiments import declare
+from memlib.lectures import robust_overfitting as ro  # this notebook's figures and computations
+from memlib.paper import TABLE1
 from memlib.report import Outputs
 from memlib.runs import Run
 from memlib.train import train_many
@@ -142,8 +142,9 @@ curves = {key: Run(path).evaluated for key, path in run_dirs.items()}  # the epo
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
-ro.plot_accuracies(ax, curves[("fig7a",)], c)
-ax.set_title(f"PGD-AT, eps {present.eps_text(c.eps)} ({tier} tier)")
+present.plot_accuracies(ax, curves[("fig7a",)], c, marker="o" if len(curves[("fig7a",)]) <= 25 else None, ms=3)
+ax.set(title=f"PGD-AT, eps {present.eps_text(c.eps)} ({tier} tier)", ylabel="accuracy (%)")
+ax.legend(fontsize=8, ncol=2)
 fig.tight_layout()
 out.figure(fig, "fig7a_pgd_at_curves",
            f"Fig. 7(a): PGD-AT natural and PGD-{c.eval_steps} robust accuracy on training and test data per epoch; "
@@ -186,7 +187,7 @@ out.figure(fig, "fig7b_C1_eps_sweep",
 plt.show()
 
 display(Markdown(out.table("fig7b_C1_robust_overfitting_by_eps", "robust_overfitting",
-                           runs={label: run_dirs[key] for label, key in ro.sweep(globals()).items()},
+                           runs=ro.sweep_runs(globals(), run_dirs),
                            title="Fig. 7(b) and C.1: best, final and best-minus-final robust test accuracy by "
                                  "method and budget", setting=setting)))
 display(Markdown(ro.sweep_gaps_text(curves, methods, eps_list, TABLE1["cifar10"])))
@@ -214,16 +215,11 @@ display(Markdown(ro.sweep_gaps_text(curves, methods, eps_list, TABLE1["cifar10"]
 # WRN-28-10 and ResNet-18, tau 0.78).
 
 # %%
-pairs = {comparison: [run_dirs[key] for _, key in pair] for comparison, pair in ro.loss_pairs(globals()).items()}
-saved = {run_dir: run_adversarial_losses(run_dir, loss_checkpoint, force=force, **ro.loss_attack(globals()))
-         for run_dir in dict.fromkeys(d for pair in pairs.values() for d in pair)}  # kept in each run folder
-loss_key = next(iter(saved.values()))["key"]
+pairs = ro.loss_runs(globals(), run_dirs)  # {"seeds" | "architectures": the two run folders compared}
+saved = ro.adversarial_losses(globals(), pairs, force)  # {run folder: its losses}, kept in each run folder
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for ax, (comparison, pair) in zip(axes, ro.loss_pairs(globals()).items()):
-    a, b = ((label, saved[run_dirs[key]]["losses"]) for label, key in pair)
-    ro.plot_sorted_losses(ax, "Fig. 7(c)" if comparison == "seeds" else "Fig. C.2", a, b, sorted_examples,
-                          KENDALL_TAU[comparison])
+ro.plot_loss_pairs(axes, globals(), run_dirs, saved)
 fig.tight_layout()
 out.figure(fig, "fig7c_C2_adversarial_losses",
            f"Fig. 7(c) (two seeds) and C.2 (two architectures): adversarial loss of training examples under two "
@@ -231,7 +227,7 @@ out.figure(fig, "fig7c_C2_adversarial_losses",
 plt.show()
 
 display(Markdown(out.table(
-    "fig7c_C2_loss_consistency", "loss_consistency", pairs=pairs, key=loss_key,
+    "fig7c_C2_loss_consistency", "loss_consistency", pairs=pairs, key=next(iter(saved.values()))["key"],
     title="Fig. 7(c) and C.2: rank agreement of the adversarial losses of two PGD-AT models", setting=setting)))
 
 # %% [markdown]
@@ -283,11 +279,7 @@ display(Markdown(hard.class_counts()))
 
 # %%
 second = saved[run_dirs[("seed", seeds[1])]]["losses"]
-if interactive:
-    hard.explorer(second, (f"seed {seeds[0]}", f"seed {seeds[1]}"))
-else:
-    hard.spread(second)
-    plt.show()
+hard.explorer(second, (f"seed {seeds[0]}", f"seed {seeds[1]}"), interactive)
 
 # %% [markdown]
 # ## Summary

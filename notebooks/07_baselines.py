@@ -129,13 +129,10 @@ check_notebook_parameters(globals(), "07_baselines")
 
 # %%
 import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
 
 from memlib import present
-from memlib.evaluate import evaluate_run
 from memlib.experiments import declare
-from memlib.experiments.baselines import hyperparameters
-from memlib.paper import TABLE2
+from memlib.lectures import baselines as bl  # this notebook's setting lines, evaluations and tables
 from memlib.present import METRIC_NAMES, show_setting
 from memlib.report import Outputs
 from memlib.runs import read_metrics
@@ -148,19 +145,9 @@ declared = declare("07_baselines", globals(), out.runs, out.data)
 planned, runs = declared.configs, declared.dirs
 rows = {k: planned[("table2", k, seeds[0])] for k in table2_rows}  # each Table 2 row's config (first seed)
 c0 = next(iter(rows.values()))
-
-
-def seeds_text(row_seeds: list) -> str:
-    return f"seed{'s' * (len(row_seeds) > 1)} {', '.join(map(str, row_seeds))}"
-
-
 # the setting lines printed next to every result: this tier's runs (from their configs), then the paper's
-l2 = [c for k, c in planned.items() if k[0] == "table_c1" and c.norm == "l2"]
-setting = present.setting(c0, tier, present.te_text(c0), seeds_text(seeds), hyperparameters(rows), paper=paper_setting)
-c1_setting = present.setting(c0, tier, present.te_text(c0), seeds_text(seeds),
-                             f"l2 rows: PGD step {present.eps_text(l2[0].alpha)} (our assumption)" if l2 else "",
-                             paper=paper_setting)
-c2_setting = present.setting(c0, tier, present.te_text(c0), seeds_text(c2_seeds), paper=paper_setting)
+settings = bl.settings(globals(), planned, rows)  # {"table2" | "table_c1" | "table_c2": its setting line}
+setting = settings["table2"]
 show_setting(setting)
 
 # %% [markdown]
@@ -206,32 +193,10 @@ curves = {key: read_metrics(path) for key, path in runs.items()}
 # *ours (paper)*; with several seeds ours is mean ± std.
 
 # %%
-table_attacks = {"table2": attacks, "table_c1": c1_attacks, "table_c2": attacks}
-for key, path in runs.items():
-    if key[0] in table_attacks:  # the teachers are evaluated as Table 2 rows (KD-SWA's standard teacher not at all)
-        evaluate_run(path, table_attacks[key[0]], n=eval_n)
-
-
-
-def best_final(name: str, keys, row_seeds, table_setting: str, title: str) -> None:
-    """Show one best/final table of this tier's runs (Tables 2, C.1, C.2), or say that the tier leaves it out."""
-    if not any(k[0] == name for k in runs):
-        display(Markdown(f"*{title.split(':')[0]} is not part of the {tier} tier "
-                         f"(see params/07_baselines/{tier}.yaml).*"))
-        return
-    show_setting(table_setting)
-    display(Markdown(out.table(name, "best_final", runs={k: [runs[(name, k, s)] for s in row_seeds] for k in keys},
-                               paper=name, attacks=table_attacks[name], n=eval_n, setting=table_setting, title=title)))
-
-
-best_final("table2", table2_rows, seeds, setting,
-           "Table 2: PGD-AT, its extensions and TE on CIFAR-10 (best / final / diff)")
-robust = next((a for a in attacks if a.startswith("pgd")), None)
-if robust:
-    def gap(key):
-        cells = [evaluate_run(runs[("table2", key, s)], [robust], n=eval_n, log=lambda m: None) for s in seeds]
-        return sum(100 * (r["best"][robust] - r["final"][robust]) for r in cells) / len(cells)
-    display(Markdown(present.gap_summary(robust, {k: gap(k) for k in table2_rows}, TABLE2)))
+bl.evaluate_tables(globals(), runs)  # the teachers as Table 2 rows (KD-SWA's standard teacher not at all)
+bl.best_final(out, globals(), runs, "table2", table2_rows, seeds, setting,
+              "Table 2: PGD-AT, its extensions and TE on CIFAR-10 (best / final / diff)")
+bl.show_gaps(globals(), runs)  # best − final under the first PGD attack, and the paper's
 
 # %% [markdown]
 # **What the paper found.** Every remedy shrinks PGD-AT's PGD-10 gap of 7.72 points, LS the least (4.80; it
@@ -293,8 +258,8 @@ present.explore_curves({"Table 2": first_seed}, {"Table 2": c0}, interactive)
 # accuracy throughout. Robust overfitting is milder under l2 to begin with.
 
 # %%
-best_final("table_c1", c1_rows, seeds, c1_setting,
-           "Table C.1: other networks (l-inf 8/255) and the l2 threat model (eps 128/255)")
+bl.best_final(out, globals(), runs, "table_c1", c1_rows, seeds, settings["table_c1"],
+              "Table C.1: other networks (l-inf 8/255) and the l2 threat model (eps 128/255)")
 
 # %% [markdown]
 # ## Table C.2: Table 1(a) over three seeds
@@ -309,8 +274,8 @@ best_final("table_c1", c1_rows, seeds, c1_setting,
 # compare a method's mean difference with its std before reading anything into it.
 
 # %%
-best_final("table_c2", c2_methods, c2_seeds, c2_setting,
-           f"Table C.2: Table 1(a) over {len(c2_seeds)} seeds (mean ± std)")
+bl.best_final(out, globals(), runs, "table_c2", c2_methods, c2_seeds, settings["table_c2"],
+              f"Table C.2: Table 1(a) over {len(c2_seeds)} seeds (mean ± std)")
 
 # %% [markdown]
 # ## Summary

@@ -79,6 +79,11 @@ def test_per_example_grad_norms_match_one_at_a_time_backward():
     ratios = A.grad_norm_ratios(model, x, y, seed=0, **ATTACK)
     assert ratios["pgd_at"] == pytest.approx((got["r"] / got["clean_ce"]).mean().item(), rel=1e-5)
     assert ratios["trades"] == pytest.approx((got["trades_kl"] / got["clean_ce"]).mean().item(), rel=1e-5)
+    assert A.ratios_from_norms(got) == ratios  # from the norms already computed: the same numbers, no new pass
+    each = A.grad_norm_ratios(model, x, y, seed=0, reduce=False, **ATTACK)
+    for key, values in A.ratios_from_norms(got, reduce=False).items():
+        assert torch.equal(each[key], values) and values.shape == (len(y),)
+        assert values.mean().item() == ratios[key]
 
 
 def test_gradient_of_r_is_adversarial_minus_clean_gradient():

@@ -105,12 +105,12 @@ def test_the_import_scan_sees_function_level_imports(tmp_path, monkeypatch):
 
 # memlib's layers: each module may import only modules of lower layers.
 # The layer map (README "Layout"): a module imports only from lower layers. models comes first: it parses the
-# model names a config is checked against. experiments/ is a package, one module per notebook (its declared
-# runs, and the computations and figures its notebook calls), above the presentation helpers it uses and below
-# the plan and the batch that read its runs.
+# model names a config is checked against. experiments/ and lectures/ are packages with one module per notebook:
+# experiments/<section>.py declares the runs of its notebook from its parameters (data for the plan and the
+# batch, nothing computed), lectures/<section>.py holds the computations and figures its notebook calls.
 LAYERS = {"models": 0, "config": 1, "io": 2, "paper": 2, "schedule": 2, "data": 3, "runs": 4, "attacks": 4,
-          "methods": 5, "evaluate": 6, "train": 7, "analysis": 8, "report": 9, "present": 9, "experiments": 10,
-          "plan": 11, "reproduce": 12, "__main__": 13}
+          "methods": 5, "experiments": 5, "evaluate": 6, "train": 7, "analysis": 8, "report": 9, "present": 9,
+          "lectures": 10, "plan": 10, "reproduce": 11, "__main__": 12}
 
 
 def test_modules_import_only_lower_layers():

@@ -6,7 +6,6 @@ first: the early-stopped robust teacher is the ``kd_teacher_row`` run of the sam
 checkpoint robust overfitting has not yet hurt), the optional standard teacher a ``kd_std_teacher`` run (its
 ``final.pt``). The robust teacher is the Table 2 row itself (one folder)."""
 
-from memlib.config import RunConfig
 from memlib.experiments import experiment
 from memlib.runs import run_dir_for
 
@@ -36,23 +35,3 @@ def _teachers(planned: dict, seed: int) -> dict:
         teachers["kd_std_teacher"] = str(run_dir_for(planned[("kd_std_teacher", seed)])[0] / "final.pt")
     return teachers
 
-
-def hyperparameters(rows: dict[str, RunConfig]) -> str:
-    """The Table 2 baselines' own settings in words (``rows``: row key -> its config), for the setting line:
-    the paper states none of them, so each tier's values are shown with its results."""
-    parts = []
-    if "pgd_at_ls" in rows:
-        parts.append(f"LS s = {rows['pgd_at_ls'].label_smoothing:g}")
-    if "pgd_at_sat" in rows:
-        c = rows["pgd_at_sat"]
-        parts.append(f"SAT alpha {c.sat_momentum:g} from epoch {c.sat_start}")
-    if "kd_swa" in rows:
-        c = rows["kd_swa"]
-        teachers, weights = ("robust + standard", f"{c.kd_weight:g}/{c.kd_std_weight:g}") if c.kd_std_teacher \
-            else ("robust", f"{c.kd_weight:g}")
-        parts.append(f"KD-SWA: {teachers} teacher, T {c.kd_temperature:g}, weights {weights}, SWA from epoch "
-                     f"{c.swa_start}")
-    if "coteaching" in rows:
-        c = rows["coteaching"]
-        parts.append(f"Co-teaching tau {c.coteach_forget_rate:g}, T_k {c.coteach_gradual}")
-    return "; ".join(parts)

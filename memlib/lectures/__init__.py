@@ -1,0 +1,1 @@
+"""The figures, computations and texts of each notebook, one module per notebook (its runs: memlib.experiments)."""
