@@ -254,8 +254,9 @@ def describe(plans: list[NotebookPlan], rate: float | None, gpu: float | None = 
              verbose: bool = False) -> list[str]:
     """The plan as lines of text: per notebook its runs by action and cost, then the tier's totals."""
     def cost(flops: float) -> str:
-        here = f"{_duration(flops / rate)} here" if rate else "unknown time here"
-        return here + (f", {flops / gpu / 3600:.2f} H100-h" if gpu else "")
+        parts = ([f"{_duration(flops / rate)} here"] if rate else []) + ([f"{flops / gpu / 3600:.3g} H100-h"] if gpu
+                                                                          else [])
+        return ", ".join(parts) or f"{flops:.3g} FLOP"
 
     lines = []
     for nb in plans:

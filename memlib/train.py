@@ -32,8 +32,8 @@ from memlib.evaluate import load_weights, predict
 from memlib.io import (CHECKPOINT_FORMAT, CheckpointError, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                        atomic_write_text, load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context, method_spec
-from memlib.runs import (RUN_FILES, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished, make_model,
-                         read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
+from memlib.runs import (RUN_FILES, Run, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished,
+                         make_model, read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
                          select_device, set_retrainer, snapshot_path, uses_amp, uses_channels_last)
 from memlib.schedule import lr_at  # noqa: F401  (re-exported: memlib.train.lr_at is what notebooks long used)
 
@@ -155,41 +155,15 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
     log = log or (lambda msg: tqdm.write(msg))
     device = select_device(cfg.device)
     run_dir, run_id, source = run_dir_for(cfg)
-    for key in ("out_dir", "data_dir"):
-        if Path(getattr(cfg, key)).exists() and not Path(getattr(cfg, key)).is_dir():
-            raise ConfigError(f"{key} {getattr(cfg, key)} is a file, not a folder; set {key} to a folder")
-    status_path = run_dir / "status.json"
-    if records_only() and (force or not is_finished(run_dir)):  # before anything is deleted
-        raise WeightsUnavailable(f"run {run_dir.name} is not finished (or force was asked) and only records may be "
-                                 f"read here; `python -m memlib reproduce --tier <tier>` trains it")
-    if force and run_dir.exists():
-        with _lock(run_dir):  # before anything is deleted: a run another process is training keeps its files
-            for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
-                if path.is_file() and path.name != ".lock":
-                    path.unlink()
-            shutil.rmtree(run_dir / "record", ignore_errors=True)
-    if not retrain and is_finished(run_dir):
-        check_data(run_dir, cfg)  # a finished run of other data under the same folder name is not reused
-        log(f"reusing finished run {run_dir.name} (force=True to train again)")
-        try:
-            metrics = read_metrics(run_dir)
-        except ValueError:  # a damaged line; last.pt holds the whole history
-            raise MemlibError(f"{run_dir / 'metrics.jsonl'} is damaged; delete {status_path} and run the same command "
-                              f"again (it is rewritten from last.pt)") from None
-        return RunResult(run_dir, metrics, True, reused=True)
+    reused = _reuse_or_clear(cfg, run_dir, force, retrain, log)
+    if reused is not None:
+        return reused
     _check_weight_files(cfg, log)
     data = prepare_data(cfg, device)  # any data problem is reported before the run directory is made
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)  # one process per run at a time
     try:
-        resumes = (run_dir / "last.pt").exists() and (run_dir / "config.json").exists()
-        digest = check_data(run_dir, cfg) if resumes else data_digest(cfg)  # checked before anything is written
-        atomic_write_json(run_dir / "config.json", {**run_record(cfg, run_id, source, device), "data_digest": digest})
-        atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
-                        labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
-                        test_ids=data.test_ids.numpy())
-        log(f"run {run_dir.name} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
-            f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
+        _write_records(cfg, run_dir, run_id, source, device, data, log)
         train_eval_ids = balanced_subset(data.train_labels.cpu(), cfg.train_eval_subset, cfg.data_seed + 3)
         train_eval_ids = train_eval_ids.to(device)
 
@@ -203,25 +177,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                 raise MemlibError(f"init_from: {cfg.init_from} holds weights of another architecture") from None
         method_state = MethodState(cfg, model, data, device)  # draws the peer's init, loads the teachers
         optimizer = make_optimizer(cfg, model, method_state.peer)
-        history: list[dict] = []
-        best: dict | None = None
-        start = 1
-
-        last_path = run_dir / "last.pt"
-        if last_path.exists():
-            state = load_checkpoint(last_path, expect_run_id=run_id)
-            bad = _nonfinite({k: state[k] for k in ("model", "optimizer", "peer", "swa") if k in state})
-            if bad is not None:  # written before checkpoints were checked: resuming would diverge at once
-                raise CheckpointError(f"{last_path} holds non-finite values ({bad}) of a diverged run; delete it "
-                                      f"to train from the start")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            method_state.load_state_dict(state)
-            history = json.loads(state["history"])
-            best = json.loads(state["best"]) if state["best"] else None
-            _set_rng_state(state["rng"], generator)
-            start = state["epoch"] + 1
-            log(f"resuming {run_dir.name} after epoch {state['epoch']}")
+        history, best, start = _resume(run_dir, run_id, model, optimizer, method_state, generator, log)
         atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
         if start == 1 and 0 in cfg.snapshot_epochs:
             save_checkpoint(snapshot_path(run_dir, 0), _weights_state(model, run_id, 0, {}))
@@ -249,7 +205,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
                      **train_epoch(model, optimizer, loader, METHODS[cfg.method], ctx, amp, graphs)}
             except TrainingDiverged as exc:
                 bar.close()
-                kept = f"{last_path} (epoch {history[-1]['epoch']})" if history else "none (no epoch finished)"
+                kept = (f"{run_dir / 'last.pt'} (epoch {history[-1]['epoch']})" if history
+                        else "none (no epoch finished)")
                 raise TrainingDiverged(f"{exc.args[0]} at epoch {epoch}, {exc.args[1]}; stopped, nothing saved for "
                                        f"this epoch; last good checkpoint: {kept}") from None
             m.update(method_state.end_epoch(ctx, model, data, fmt, amp))
@@ -261,21 +218,8 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
             m["time_eval"] = time.time() - t1
             m["time"] = time.time() - t0
             history.append(m)
-            if is_better(m, best):
-                best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
-                save_checkpoint(run_dir / "best.pt", _weights_state(evaluated, run_id, epoch, m))
-            save_checkpoint(last_path, {
-                **_weights_state(model, run_id, epoch, m),
-                "optimizer": optimizer.state_dict(),
-                **method_state.state_dict(),  # soft_labels, and the peer / weight average of methods that have them
-                "rng": _rng_state(generator),
-                "history": json.dumps(history),
-                "best": json.dumps(best),
-            })
-            if epoch in cfg.snapshot_epochs:
-                save_checkpoint(snapshot_path(run_dir, epoch), _weights_state(evaluated, run_id, epoch, m))
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(m) + "\n")
+            best = _save_epoch(cfg, run_dir, run_id, m, model, evaluated, optimizer, method_state, generator, history,
+                               best)
             bar.update(1)
             log(_epoch_line(m, cfg.epochs))
         bar.close()
@@ -284,11 +228,94 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         if finished:  # the model in memory is the last epoch's (trained now, or loaded from last.pt)
             save_checkpoint(run_dir / "final.pt", _weights_state(method_state.evaluated(model), run_id,
                                                                  history[-1]["epoch"], history[-1]))
-            atomic_write_json(status_path, {"finished": True, "epochs": cfg.epochs, "best": best,
-                                            "total_time": sum(h["time"] for h in history)})
+            atomic_write_json(run_dir / "status.json", {"finished": True, "epochs": cfg.epochs, "best": best,
+                                                        "total_time": sum(h["time"] for h in history)})
     finally:
         lock.close()
     return RunResult(run_dir, history, finished)
+
+
+def _reuse_or_clear(cfg: RunConfig, run_dir: Path, force: bool, retrain: bool, log) -> RunResult | None:
+    """The finished run of ``cfg`` when it may be reused (its data checked); with ``force``, its folder
+    emptied first. Nothing is deleted where only records may be read."""
+    for key in ("out_dir", "data_dir"):
+        if Path(getattr(cfg, key)).exists() and not Path(getattr(cfg, key)).is_dir():
+            raise ConfigError(f"{key} {getattr(cfg, key)} is a file, not a folder; set {key} to a folder")
+    if records_only() and (force or not is_finished(run_dir)):  # before anything is deleted
+        raise WeightsUnavailable(f"run {run_dir.name} is not finished (or force was asked) and only records may be "
+                                 f"read here; `python -m memlib reproduce --tier <tier>` trains it")
+    if force and run_dir.exists():
+        with _lock(run_dir):  # before anything is deleted: a run another process is training keeps its files
+            for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
+                if path.is_file() and path.name != ".lock":
+                    path.unlink()
+            shutil.rmtree(run_dir / "record", ignore_errors=True)
+    if retrain or not is_finished(run_dir):
+        return None
+    check_data(run_dir, cfg)  # a finished run of other data under the same folder name is not reused
+    log(f"reusing finished run {run_dir.name} (force=True to train again)")
+    try:
+        metrics = Run(run_dir).metrics
+    except ValueError:  # a damaged line; last.pt holds the whole history
+        raise MemlibError(f"{run_dir / 'metrics.jsonl'} is damaged; delete {run_dir / 'status.json'} and run the "
+                          f"same command again (it is rewritten from last.pt)") from None
+    return RunResult(run_dir, metrics, True, reused=True)
+
+
+def _write_records(cfg: RunConfig, run_dir: Path, run_id: str, source: str, device, data, log) -> None:
+    """``config.json`` (with the data's digest, checked against the record of a run that resumes) and
+    ``labels.npz``, before any training."""
+    resumes = (run_dir / "last.pt").exists() and (run_dir / "config.json").exists()
+    digest = check_data(run_dir, cfg) if resumes else data_digest(cfg)  # checked before anything is written
+    atomic_write_json(run_dir / "config.json", {**run_record(cfg, run_id, source, device), "data_digest": digest})
+    atomic_save_npz(run_dir / "labels.npz", train_ids=data.train_ids.numpy(),
+                    labels=data.train_labels.cpu().numpy(), true_labels=data.train_true_labels.cpu().numpy(),
+                    test_ids=data.test_ids.numpy())
+    log(f"run {run_dir.name} | data: {data.source}, {len(data.train_labels)} train / {len(data.test_labels)} test, "
+        f"noise rate {cfg.noise_rate} (observed {data.noisy_mask.float().mean().item():.3f}) | device {device}")
+
+
+def _resume(run_dir: Path, run_id: str, model, optimizer, method_state, generator,
+            log) -> tuple[list, dict | None, int]:
+    """(history, best, first epoch to train): from ``last.pt`` when there is one (weights, optimizer, the
+    method's state and the random state restored), else a fresh start."""
+    last_path = run_dir / "last.pt"
+    if not last_path.exists():
+        return [], None, 1
+    state = load_checkpoint(last_path, expect_run_id=run_id)
+    bad = _nonfinite({k: state[k] for k in ("model", "optimizer", "peer", "swa") if k in state})
+    if bad is not None:  # written before checkpoints were checked: resuming would diverge at once
+        raise CheckpointError(f"{last_path} holds non-finite values ({bad}) of a diverged run; delete it "
+                              f"to train from the start")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    method_state.load_state_dict(state)
+    _set_rng_state(state["rng"], generator)
+    log(f"resuming {run_dir.name} after epoch {state['epoch']}")
+    return json.loads(state["history"]), json.loads(state["best"]) if state["best"] else None, state["epoch"] + 1
+
+
+def _save_epoch(cfg: RunConfig, run_dir: Path, run_id: str, m: dict, model, evaluated, optimizer, method_state,
+                generator, history: list, best: dict | None) -> dict | None:
+    """An epoch's files: ``best.pt`` when it is the best so far (``runs.is_better``), ``last.pt`` (all that
+    resuming needs), a snapshot when asked, its line of ``metrics.jsonl``. Returns the best epoch's metrics."""
+    epoch = m["epoch"]
+    if is_better(m, best):
+        best = {k: m[k] for k in ("epoch", "test_rob_acc", "test_nat_acc")}
+        save_checkpoint(run_dir / "best.pt", _weights_state(evaluated, run_id, epoch, m))
+    save_checkpoint(run_dir / "last.pt", {
+        **_weights_state(model, run_id, epoch, m),
+        "optimizer": optimizer.state_dict(),
+        **method_state.state_dict(),  # soft_labels, and the peer / weight average of methods that have them
+        "rng": _rng_state(generator),
+        "history": json.dumps(history),
+        "best": json.dumps(best),
+    })
+    if epoch in cfg.snapshot_epochs:
+        save_checkpoint(snapshot_path(run_dir, epoch), _weights_state(evaluated, run_id, epoch, m))
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(m) + "\n")
+    return best
 
 
 def _check_weight_files(cfg: RunConfig, log) -> None:
