@@ -85,15 +85,21 @@ def _plan(args) -> int:
     plans = plan_tier(project, args.tier, names)
     rate, gpu = measure_rate(), gpu_rate(project)
     if args.json:
-        runs = {r.path: asdict(r) for nb in plans for r in nb.runs}
-        print(json.dumps({"tier": args.tier, "cpu_flops_per_s": rate, "h100_flops_per_s": gpu, "totals": totals(plans),
+        def hours(flops: float) -> dict:
+            return {"flops": flops, "cpu_hours_here": flops / rate / 3600 if rate else None,
+                    "h100_hours": flops / gpu / 3600 if gpu else None}
+
+        runs = {r.path: {**asdict(r), **hours(r.flops)} for nb in plans for r in nb.runs}
+        print(json.dumps({"tier": args.tier, "cpu_flops_per_s": rate, "h100_flops_per_s": gpu,
+                          "totals": {**totals(plans), **hours(totals(plans)["flops"])},
                           "notebooks": [{"name": nb.name, "known": nb.known, "runs": [r.path for r in nb.runs],
-                                         "last_seconds": nb.last_seconds} for nb in plans],
+                                         "last_seconds": nb.last_seconds, **hours(sum(r.flops for r in nb.runs))}
+                                        for nb in plans],
                           "runs": runs}, indent=2))
     else:
-        print("\n".join([f"plan of the {args.tier} tier (this machine: {rate / 1e9:.0f} GFLOP/s in one process; "
-                          f"one H100: {gpu / 1e12:.0f} TFLOP/s on the full ResNet-18):",
-                          *describe(plans, rate, gpu, verbose=True)]))
+        machines = f"this machine: {rate / 1e9:.0f} GFLOP/s in one process" + (
+            f"; one H100: {gpu / 1e12:.0f} TFLOP/s on the full ResNet-18" if gpu else "")
+        print("\n".join([f"plan of the {args.tier} tier ({machines}):", *describe(plans, rate, gpu, verbose=True)]))
     return 0
 
 

@@ -104,6 +104,10 @@ class MethodSpec(MethodSettings):
     averaging: bool = False
     soft_labels: bool = False
     epoch_metrics: Callable[[Context], dict] | None = None
+    # what one training example costs beyond the update (for memlib.plan): the training attack, and forwards
+    # of its own loss terms (a teacher's forward is counted from ``teachers``)
+    attacks: bool = True
+    extra_forwards: int = 0
 
 
 METHODS: dict[str, Method] = {}  # name -> loss, in registration order (the one the loop calls for the name)
@@ -111,7 +115,8 @@ METHODS: dict[str, Method] = {}  # name -> loss, in registration order (the one 
 
 def method(name: str, *, settings: Sequence[str] = (), check: Callable | Sequence[Callable] = (),
            peer: bool = False, teachers: Sequence[str] = (), averaging: bool = False, soft_labels: bool = False,
-           epoch_metrics: Callable[[Context], dict] | None = None) -> Callable[[Method], Method]:
+           epoch_metrics: Callable[[Context], dict] | None = None, attacks: bool = True,
+           extra_forwards: int = 0) -> Callable[[Method], Method]:
     """Register the decorated loss as method ``name`` with what it needs (module docstring); returns the loss
     unchanged. ``teachers`` must be among ``settings`` and ``memlib.config.WEIGHT_KEYS`` (a run's identity keeps
     a checkpoint path as its run folder and file). ``unregister(name)`` takes it back."""
@@ -124,7 +129,8 @@ def method(name: str, *, settings: Sequence[str] = (), check: Callable | Sequenc
     def register(loss: Method) -> Method:
         REGISTERED.register(MethodSpec(name=name, settings=tuple(settings), checks=checks, loss=loss, peer=peer,
                                        teachers=tuple(teachers), averaging=averaging, soft_labels=soft_labels,
-                                       epoch_metrics=epoch_metrics))
+                                       epoch_metrics=epoch_metrics, attacks=attacks,
+                                       extra_forwards=extra_forwards))
         METHODS[name] = loss
         return loss
     return register
@@ -259,7 +265,7 @@ def te_metrics(ctx: Context) -> dict:
 
 # --- methods --------------------------------------------------------------------------------------
 
-@method("standard")
+@method("standard", attacks=False)
 def standard(model, x, y, idx, ctx: Context) -> Step:
     """Standard training (ST): cross-entropy on natural examples."""
     logits = model(x)
@@ -277,7 +283,7 @@ def pgd_at(model, x, y, idx, ctx: Context) -> Step:
     return Step(ctx.ce(logits, y), logits)
 
 
-@method("trades", settings=TRADES, check=check_trades)
+@method("trades", settings=TRADES, check=check_trades, extra_forwards=1)
 def trades(model, x, y, idx, ctx: Context) -> Step:
     """TRADES (Zhang et al. 2019), Eq. 3: CE(f(x), y) + beta * KL(p(x) || p(x')), x' maximizing the KL
     from x + 0.001 * N(0, I) (authors' code); both terms are differentiated."""
@@ -286,7 +292,7 @@ def trades(model, x, y, idx, ctx: Context) -> Step:
     return Step(ctx.ce(logits_nat, y) + ctx.cfg.trades_beta * trades_kl(logits_nat, logits_adv), logits_adv)
 
 
-@method("mix", settings=("gamma_ramp_epochs",), check=check_mix,
+@method("mix", settings=("gamma_ramp_epochs",), check=check_mix, extra_forwards=3,
         epoch_metrics=lambda ctx: {"gamma": ctx.gamma()})
 def mix(model, x, y, idx, ctx: Context) -> Step:
     """Eq. 6: (1 - gamma) * CE(f(x), y) + gamma * max CE(f(x'), y), gamma ramped from 0 to 1 (Sec. 3.2:
@@ -314,7 +320,7 @@ def pgd_at_te(model, x, y, idx, ctx: Context) -> Step:
 
 
 @method("trades_te", settings=TRADES + TE, check=(check_trades, check_te), soft_labels=True,
-        epoch_metrics=te_metrics)
+        epoch_metrics=te_metrics, extra_forwards=1)
 def trades_te(model, x, y, idx, ctx: Context) -> Step:
     """TRADES + temporal ensembling (Sec. 4.2): the TRADES loss plus w * ||f(x) - p_hat||^2 on the clean
     input; the attack maximizes beta * KL + w * ||f(x') - p_hat||^2 (authors' code)."""

@@ -83,14 +83,13 @@ def plan_notebook(project: Path, tier: str, name: str, records_only: bool = Fals
     status, manifest = read_json(out / "status" / f"{name}.json"), read_json(out / "manifest" / f"{name}.json")
     needs_weights = set(status.get("weights", [])) | set(read_json(out / ".render" / "status" / f"{name}.json")
                                                          .get("weights", []))
-    declared = None
+    params, declared = {}, None
     if name in experiments.registered():
-        p = experiments.params(name, tier, project)
-        declared = experiments.declare(name, p, out / "runs", project / "data")
+        params = experiments.params(name, tier, project)
+        declared = experiments.declare(name, params, out / "runs", project / "data")
         runs = {os.path.relpath(d, project): cfg for d, cfg in declared.unique().items()}
-        extra = _notebook_flops_per_run(p)
-    else:
-        runs, extra = {rel: None for rel in manifest.get("runs", [])}, 0.0
+    else:  # a notebook without a declared experiment: the runs of its last execution
+        runs = {rel: None for rel in manifest.get("runs", [])}
     nb = NotebookPlan(name, declared is not None or bool(manifest), last_seconds=_own_seconds(project, status,
                                                                                               manifest))
     for rel, cfg in runs.items():
@@ -98,7 +97,7 @@ def plan_notebook(project: Path, tier: str, name: str, records_only: bool = Fals
             shared[rel] = _run_plan(project, rel, cfg)
         r = shared[rel]
         r.notebooks.append(name)
-        r.flops += extra
+        r.flops += evaluation_flops(params, cfg) if cfg is not None else 0.0
         if declared is not None:
             r.needs = sorted(os.path.relpath(d, project) for d in declared.needs.get(project / rel, []))
         if r.state == "finished":
@@ -147,13 +146,16 @@ def forward_flops(model: str, width: float, dataset: str) -> float:
 
 def step_flops(cfg: RunConfig) -> float:
     """FLOPs of one training example of one epoch: the training attack's steps (a forward and a backward to
-    the input, 2 forwards' worth each), the update (forward and backward, 3), teachers' forwards, and twice all
-    of it for a method with a peer network (Co-teaching). PGD-10 gives 23 forwards: the benchmark's count."""
+    the input, 2 forwards' worth each), the update (forward and backward, 3), the method's extra forwards and
+    its teachers' (its registration, ``memlib.methods``), and twice all of it for a method with a peer network
+    (Co-teaching). PGD-10 gives 23 forwards: the benchmark's count."""
+    from memlib.methods import method_spec
+
+    spec = method_spec(cfg.method)
     f = forward_flops(cfg.model, cfg.width, cfg.dataset)
-    steps = 0 if cfg.method == "standard" else (1 if cfg.train_attack == "fgsm" else cfg.steps)
-    extra = {"trades": 1, "trades_te": 1, "mix": 3, "kd_swa": 1 + bool(cfg.kd_std_teacher)}.get(cfg.method, 0)
-    nets = 2 if cfg.method == "coteaching" else 1
-    return f * nets * (2 * steps + 3 + extra)
+    steps = 0 if not spec.attacks else 1 if cfg.train_attack == "fgsm" else cfg.steps
+    teachers = sum(bool(getattr(cfg, key)) for key in spec.teachers)
+    return f * (2 if spec.peer else 1) * (2 * steps + 3 + spec.extra_forwards + teachers)
 
 
 def run_flops(cfg: RunConfig) -> float:
@@ -168,16 +170,17 @@ def run_flops(cfg: RunConfig) -> float:
     return cfg.epochs * n_train * step_flops(cfg) + evaluations * n_eval * f * (2 + 2 * cfg.eval_steps)
 
 
-def _notebook_flops_per_run(p: dict) -> float:
-    """A notebook's evaluation of each of its runs' best and final checkpoints under its ``attacks`` on
-    ``eval_n`` test images, in forwards of the base model (0 when it has none)."""
-    attacks, base = p.get("attacks") or [], p.get("base") or {}
-    if not attacks or not isinstance(base, dict):
-        return 0.0
-    cfg = RunConfig(**base)
+def evaluation_flops(p: dict, cfg: RunConfig) -> float:
+    """A notebook's evaluation of a run's best and final checkpoints under its ``attacks`` on ``eval_n`` test
+    images (0 when it has none)."""
+    from memlib.attacks import parse_attack
+
+    attacks = p.get("attacks") or []
     n = p.get("eval_n") or SIZES[cfg.dataset][1]
-    steps = sum(1 if a == "natural" else 2 * AUTOATTACK_STEPS if a == "autoattack" else 1 + 2 * int(a.split("-")[1])
-                for a in attacks)
+    steps = 0
+    for spec in attacks:
+        kind, k = parse_attack(spec)
+        steps += 1 + 2 * (AUTOATTACK_STEPS if kind == "autoattack" else k)  # the final forward, and the attack's
     return 2 * n * steps * forward_flops(cfg.model, cfg.width, cfg.dataset)
 
 

@@ -12,10 +12,9 @@ from memlib.paper import METHOD_NAMES
 from memlib.runs import best_epoch
 from memlib.schedule import lr_decays
 
-# Display names of methods (the paper's where it has one) and of data sets.
-NAMES = {**METHOD_NAMES, "standard": "Standard training", "mix": "Eq. 6 (PGD-AT + clean CE)",
-         "pgd_at_ls": "PGD-AT+LS", "pgd_at_sat": "PGD-AT+SAT", "kd_swa": "KD-SWA", "coteaching": "Co-teaching"}
-SHORT_NAMES = {**NAMES, "standard": "ST", "mix": "Eq. 6"}  # legends and table rows of the paper
+# Method names are the paper's (``paper.METHOD_NAMES``, which the tables use too); two of them are spelled out
+# where prose or a title has room.
+LONG_NAMES = {"standard": "Standard training", "mix": "Eq. 6 (PGD-AT + clean CE)"}
 DATA_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 COLORS = {"pgd_at": "tab:blue", "pgd_at_te": "tab:orange", "trades": "tab:green", "trades_te": "tab:red",
           "standard": "tab:gray", "mix": "tab:olive", "pgd_at_ls": "tab:cyan", "pgd_at_sat": "tab:pink",
@@ -25,14 +24,16 @@ METRIC_NAMES = {"test_rob_acc": "robust test accuracy", "test_nat_acc": "natural
                 "train_rob_acc": "robust training accuracy", "train_nat_acc": "natural training accuracy",
                 "rob_gap": "robust gap (train - test)", "train_loss": "training loss"}
 # the per-example losses of memlib.analysis (analysis.LOSSES): a method's training loss, or one of its terms
-LOSS_NAMES = {"pgd_at": NAMES["pgd_at"], "trades": NAMES["trades"], "clean_ce": "clean CE", "trades_ce": "clean CE",
+LOSS_NAMES = {"pgd_at": METHOD_NAMES["pgd_at"], "trades": METHOD_NAMES["trades"], "clean_ce": "clean CE",
+              "trades_ce": "clean CE",
               "trades_kl": "beta*KL", "r": "R = CE(x') - CE(x)"}
 PERCENT = 100  # accuracies are shown in percent everywhere
 
 
 def name(key: str, short: bool = False) -> str:
-    """The display name of a method key (the key itself when it has none)."""
-    return (SHORT_NAMES if short else NAMES).get(key, key)
+    """The display name of a method key: the paper's (``short``, or where it has no longer form), else the
+    spelled-out one of ``LONG_NAMES``; the key itself for a method the paper does not name."""
+    return (None if short else LONG_NAMES.get(key)) or METHOD_NAMES.get(key, key)
 
 
 def eps_text(eps: float) -> str:

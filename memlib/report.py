@@ -18,7 +18,7 @@ from pathlib import Path
 from memlib.config import NOTEBOOK_TIERS
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_store
 from memlib.paper import METHOD_NAMES, PAPER_TABLES, TABLE1, TABLE_A1
-from memlib.runs import best_row, on_weights_needed, project_root, read_metrics, read_run
+from memlib.runs import Run, on_weights_needed, project_root
 
 TIERS = NOTEBOOK_TIERS  # params/<notebook>/<tier>.yaml
 STAGE_VARIABLE = "MEMLIB_OUTPUTS_STAGE"
@@ -141,8 +141,8 @@ def rebuild_table(json_path: str | Path, project: Path | None = None) -> str:
 # --- builders: pure functions of run files. Accuracy of checkpoints (eval.json) ------------------------
 
 def _source_note(project: Path, run_dirs) -> str:
-    sources = sorted({read_run(project / r)[1]["data_source"] for r in run_dirs})
-    versions = sorted({read_run(project / r)[1]["code_version"] for r in run_dirs})
+    sources = sorted({Run(project / r).record["data_source"] for r in run_dirs})
+    versions = sorted({Run(project / r).record["code_version"] for r in run_dirs})
     return f"Data: {', '.join(sources)}. Code: memlib {', '.join(versions)}."
 
 
@@ -186,7 +186,7 @@ def build_table1(project: Path, runs: dict, dataset: str, attacks: list, n: int,
 
 
 def _eval_steps(project: Path, runs: dict) -> int:
-    return read_run(project / next(iter(runs.values())))[0].eval_steps
+    return Run(project / next(iter(runs.values()))).config.eval_steps
 
 
 # --- tables of learning curves (metrics.jsonl) and of analyses kept in run folders ---------------------
@@ -196,7 +196,7 @@ def build_final_accuracy(project: Path, runs: dict, title: str, setting: str) ->
     columns = ["Run", "Train natural", "Train robust", "Test natural", "Test robust", "Gap natural", "Gap robust"]
     rows, csv_rows = [], []
     for label, run_dir in runs.items():
-        m = read_metrics(project / run_dir)[-1]
+        m = Run(project / run_dir).metrics[-1]
         vals = [100 * m["train_nat_acc"], 100 * m["train_rob_acc"], 100 * m["test_nat_acc"], 100 * m["test_rob_acc"]]
         vals += [vals[0] - vals[2], vals[1] - vals[3]]
         rows.append([label] + [_fmt(v) for v in vals])
@@ -216,7 +216,7 @@ def build_table_a1(project: Path, runs: dict, title: str, setting: str) -> dict:
     for key, run_dir in runs.items():
         labels, aug, wd, do = key.split("|")
         flags = (aug == "yes", wd == "yes", do == "yes")
-        m = read_metrics(project / run_dir)[-1]
+        m = Run(project / run_dir).metrics[-1]
         ours = [100 * m["train_nat_acc"], 100 * m["train_rob_acc"], 100 * m["test_nat_acc"], 100 * m["test_rob_acc"]]
         ours += [ours[0] - ours[2], ours[1] - ours[3]]
         paper = TABLE_A1.get((labels, *flags))
@@ -237,19 +237,12 @@ def build_measures(project: Path, rows: list, title: str, setting: str) -> dict:
     what the ``paper`` reports (a number or a short text read off a figure)."""
     out_rows, csv_rows = [], []
     for r in rows:
-        path = project / r["run"] / r["file"]
-        value = json.loads(path.read_text()).get(r["key"]) if path.is_file() else None
+        value = Run(project / r["run"]).cached_value(r["file"], r["key"])
         out_rows.append([r["label"], "–" if value is None else f"{value:.3g}", str(r.get("paper", "–"))])
         csv_rows.append([r["label"], None if value is None else round(value, 6), r.get("paper"), r["run"], r["key"]])
     notes = f"{setting} {_source_note(project, {r['run'] for r in rows})}"
     return {"title": title, "columns": ["Measure", "Ours", "Paper"], "rows": out_rows,
             "csv_columns": ["measure", "ours", "paper", "run", "key"], "csv_rows": csv_rows, "notes": notes}
-
-def _best_and_final(metrics: list[dict]) -> tuple[dict | None, dict | None]:
-    """The epoch of ``best.pt`` (``runs.best_row``) and the last evaluated epoch, from a run's metrics."""
-    evaluated = [m for m in metrics if "test_rob_acc" in m]
-    return (best_row(evaluated), evaluated[-1]) if evaluated else (None, None)
-
 
 def _eps_label(eps: float, norm: str) -> str:
     return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g} (l2)"
@@ -265,8 +258,9 @@ def build_robust_overfitting(project: Path, runs: dict, title: str, setting: str
                "Final train robust"]
     rows, csv_rows = [], []
     for label, run_dir in runs.items():
-        cfg = read_run(project / run_dir)[0]
-        best, final = _best_and_final(read_metrics(project / run_dir))
+        cfg = Run(project / run_dir).config
+        run = Run(project / run_dir)
+        best, final = run.best, run.final
         diff = None if best is None else 100 * (best["test_rob_acc"] - final["test_rob_acc"])
         paper = (TABLE1["cifar10"].get(cfg.method, {}).get("pgd-10", {})
                  if cfg.dataset == "cifar10" and cfg.model == "resnet18" and cfg.norm == "linf"
@@ -281,7 +275,7 @@ def build_robust_overfitting(project: Path, runs: dict, title: str, setting: str
         csv_rows.append([label, cfg.method, cfg.model, cfg.eps, cfg.norm, best["epoch"] if best else None,
                          *[None if o is None else round(o, 4) for o in ours],
                          paper.get("best"), paper.get("final"), paper.get("diff")])
-    steps = {read_run(project / r)[0].eval_steps for r in runs.values()}
+    steps = {Run(project / r).config.eval_steps for r in runs.values()}
     notes = (f"Ours (paper) in %; robust = PGD-{'/'.join(map(str, sorted(steps)))} at the run's own eps, on the "
              f"per-epoch test subset; best = the epoch of best.pt. Paper: Table 1 (ResNet-18 at 8/255, PGD-10 on "
              f"the whole test set); Fig. 7(b)/C.1 give curves only (no robust overfitting at 1/255). {setting} "
@@ -294,7 +288,7 @@ def build_robust_overfitting(project: Path, runs: dict, title: str, setting: str
 
 def _differences(project: Path, run_a: str, run_b: str) -> str:
     """What tells two runs apart: the identity keys whose values differ, e.g. "seed 0 vs 1"."""
-    (ca, ra), (cb, rb) = read_run(project / run_a), read_run(project / run_b)
+    (ca, ra), (cb, rb) = ((run.config, run.record) for run in (Run(project / run_a), Run(project / run_b)))
     ia, ib = ra["identity"], rb["identity"]
     keys = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
     a, b = {**ia, **ca.to_dict()}, {**ib, **cb.to_dict()}  # an identity leaves out keys at their defaults
@@ -364,7 +358,7 @@ def _row_label(project: Path, key: str, run_dir: str) -> str:
     name = METHOD_NAMES.get(method, method)
     if "|" not in key:
         return name
-    cfg = read_run(project / run_dir)[0]
+    cfg = Run(project / run_dir).config
     width = "" if cfg.width == 1 else f" ×{cfg.width:g}"
     return f"{name}, {cfg.model}{width}, {cfg.norm} eps {cfg.eps * 255:.0f}/255"
 
@@ -382,7 +376,7 @@ def build_best_final(project: Path, runs: dict, paper: str, attacks: list, n: in
     rows, csv_rows, seeds = [], [], set()
     for key, run_dirs in runs.items():
         run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
-        seeds |= {read_run(project / r)[0].seed for r in run_dirs}
+        seeds |= {Run(project / r).config.seed for r in run_dirs}
         published = PAPER_TABLES.get(paper, {}).get(key, {})
         row, csv_row = [_row_label(project, key, run_dirs[0])], [key, len(run_dirs)]
         for a in attacks:
@@ -402,19 +396,13 @@ def build_best_final(project: Path, runs: dict, paper: str, attacks: list, n: in
     spread = (f"Cells with ± are mean ± sample standard deviation over seeds {', '.join(map(str, sorted(seeds)))}. "
               if any(not isinstance(v, str) and len(v) > 1 for v in runs.values()) else "")
     notes = (f"Ours (paper) in %. {setting} Best = epoch with the highest PGD-"
-             f"{read_run(project / all_runs[0])[0].eval_steps} test accuracy during training; evaluated on "
+             f"{Run(project / all_runs[0]).config.eval_steps} test accuracy during training; evaluated on "
              f"{n or 'all'} test examples. {spread}{_source_note(project, all_runs)}")
     return {"title": title, "columns": columns, "rows": rows, "csv_columns": csv_columns, "csv_rows": csv_rows,
             "notes": notes}
 
 
 # --- tables of complexity measures (complexity.json) and of learning curves ---------------------------
-
-def _last_evaluated(project: Path, run_dir: str) -> dict:
-    """The last metrics.jsonl line that has accuracies (with eval_every > 1 not every epoch has them)."""
-    rows = [m for m in read_metrics(project / run_dir) if "train_rob_acc" in m and "test_rob_acc" in m]
-    return rows[-1]
-
 
 def _g(x: float | None, digits: int = 3) -> str:
     """``x`` to ``digits`` significant digits; "–" for None and NaN."""
@@ -462,11 +450,10 @@ def build_complexity(project: Path, runs: dict, settings: dict, title: str, sett
     columns = ["Model", "Labels", "Train rob.", "Test rob.", "Rob. gap"] + [name for _, name in COMPLEXITY_COLUMNS]
     rows, csv_rows, gaps, values = [], [], [], {k: [] for k, _ in COMPLEXITY_COLUMNS}
     for label, run_dir in runs.items():
-        cfg, _ = read_run(project / run_dir)
-        m = _last_evaluated(project, run_dir)
+        cfg = Run(project / run_dir).config
+        m = Run(project / run_dir).final  # the last epoch with accuracies
         train, test = 100 * m["train_rob_acc"], 100 * m["test_rob_acc"]
-        path = project / run_dir / COMPLEXITY_FILE
-        cx = (json.loads(path.read_text()).get(key) if path.is_file() else None) or {}
+        cx = Run(project / run_dir).cached_value(COMPLEXITY_FILE, key) or {}
         labels = "true" if cfg.noise_rate == 0 else "random" if cfg.noise_rate == 1 else f"{cfg.noise_rate:g} noisy"
         gaps.append(train - test)
         for k, _ in COMPLEXITY_COLUMNS:
@@ -483,7 +470,7 @@ def build_complexity(project: Path, runs: dict, settings: dict, title: str, sett
         csv_rows.append([csv_label, "", "", "", "", "", ""] + [None if _isnan(t) else round(t, 4) for t in taus]
                         + ["", ""])
     margin_kind = f"PGD-{s['steps']} adversarial" if s["robust_margin"] else "natural"
-    notes = (f"Robust accuracies (PGD-{read_run(project / next(iter(runs.values())))[0].eval_steps}) in %, last "
+    notes = (f"Robust accuracies (PGD-{Run(project / next(iter(runs.values()))).config.eval_steps}) in %, last "
              f"evaluated epoch; gap = train (labels trained on) − test. Measures of {s['checkpoint']}.pt on "
              f"{s['examples'] or 'all'} of the run's training examples with its training labels: γ = "
              f"{s['margin_percentile']:g}th percentile of the {margin_kind} margin (spectral and l1 are undefined, –, "
@@ -511,7 +498,8 @@ def build_init_comparison(project: Path, runs: dict, title: str, setting: str) -
     rows, csv_rows = [], []
     for key, run_dir in runs.items():
         init, sgd = key.split("|")
-        best, last = _best_and_final(read_metrics(project / run_dir))
+        run = Run(project / run_dir)
+        best, last = run.best, run.final
         paper = FIGA10_FINDING.get(sgd.lower(), "–")
         rows.append([init, sgd, _fmt(100 * last["test_nat_acc"]), _fmt(100 * last["test_rob_acc"]),
                      f"{_fmt(100 * best['test_rob_acc'])} ({best['epoch']})", paper])

@@ -33,8 +33,8 @@ from memlib.io import (CHECKPOINT_FORMAT, CheckpointError, atomic_save_npz, atom
                        atomic_write_text, load_checkpoint, save_checkpoint)
 from memlib.methods import METHODS, Context, method_spec
 from memlib.runs import (RUN_FILES, Run, WeightsUnavailable, check_data, ensure_weights, is_better, is_finished,
-                         make_model, read_metrics, read_record, read_run, records_only, run_dir_for, run_record, run_state,
-                         select_device, set_retrainer, snapshot_path, uses_amp, uses_channels_last)
+                         make_model, read_metrics, read_record, read_run, records_only, run_dir_for, run_record,
+                         run_state, select_device, set_retrainer, snapshot_path, uses_amp, uses_channels_last)
 from memlib.schedule import lr_at  # noqa: F401  (re-exported: memlib.train.lr_at is what notebooks long used)
 
 
@@ -521,32 +521,53 @@ def _train_worker(values: dict, force: bool) -> RunResult:
 
 
 def train_many(cfgs: list[RunConfig], *, jobs: int = 1, force: bool = False, log=None) -> list[RunResult]:
-    """Train several runs (each once, however often it is listed) and return their results in order.
-    With ``jobs`` > 1 they run in that many worker processes at a time, each with cores // jobs torch threads:
-    on a small CPU, two single-threaded small models train faster than one after the other."""
+    """Train several runs (each once, however often it is listed) and return their results in order. A run
+    that starts from or distills another listed run's checkpoint (``init_from``, KD teachers) trains after
+    it: in waves, each wave's runs in ``jobs`` worker processes at a time, each with cores // jobs torch
+    threads (on a small CPU, two single-threaded small models train faster than one after the other)."""
     log = log or (lambda msg: tqdm.write(msg))
     unique = {}
     for cfg in cfgs:
         unique.setdefault(run_dir_for(cfg)[1], cfg)
-    if jobs <= 1 or len(unique) <= 1:
-        done = {rid: train(cfg, force=force, log=log) for rid, cfg in unique.items()}
-    else:
-        import multiprocessing
-        import os
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        ctx = multiprocessing.get_context("spawn")
-        done = {}
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_worker, cfg.to_dict(), force): rid for rid, cfg in unique.items()}
-            for future in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time",
-                               unit="run", disable=not _progress(next(iter(unique.values())))):
-                done[futures[future]] = future.result()
-        for rid in unique:  # in the order asked, not of completion: the same output for the same runs
-            log(f"{'reused' if done[rid].reused else 'finished'} {done[rid].run_dir.name}")
+    done: dict = {}
+    for wave in _waves(unique):
+        done.update(_train_wave(wave, jobs, force, log))
     return [done[run_dir_for(cfg)[1]] for cfg in cfgs]
 
+
+def _waves(unique: dict) -> list[dict]:
+    """``unique`` ({run id: config}) in waves: each run after the listed runs whose checkpoints it needs."""
+    by_dir = {run_dir_for(cfg)[0].resolve(): rid for rid, cfg in unique.items()}
+    needs = {rid: {by_dir[d] for d in (Path(getattr(cfg, k)).resolve().parent for k in WEIGHT_KEYS
+                                       if getattr(cfg, k)) if d in by_dir} for rid, cfg in unique.items()}
+    waves, placed = [], set()
+    while len(placed) < len(unique):
+        wave = {rid: cfg for rid, cfg in unique.items() if rid not in placed and needs[rid] <= placed}
+        if not wave:
+            raise ConfigError(f"runs {', '.join(sorted(set(unique) - placed))} need each other's checkpoints")
+        waves.append(wave)
+        placed |= set(wave)
+    return waves
+
+
+def _train_wave(wave: dict, jobs: int, force: bool, log) -> dict:
+    if jobs <= 1 or len(wave) <= 1:
+        return {rid: train(cfg, force=force, log=log) for rid, cfg in wave.items()}
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    done = {}
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_train_worker, cfg.to_dict(), force): rid for rid, cfg in wave.items()}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"{len(futures)} runs, {jobs} at a time",
+                           unit="run", disable=not _progress(next(iter(wave.values())))):
+            done[futures[future]] = future.result()
+    for rid in wave:  # in the order asked, not of completion: the same output for the same runs
+        log(f"{'reused' if done[rid].reused else 'finished'} {done[rid].run_dir.name}")
+    return done
 
 
 _TIMING_KEYS = ("time", "time_train", "time_eval")

@@ -113,15 +113,24 @@ LAYERS = {"models": 0, "config": 1, "io": 2, "paper": 2, "schedule": 2, "data": 
           "lectures": 10, "plan": 10, "reproduce": 11, "__main__": 12}
 
 
+def _memlib_imports(tree: ast.AST):
+    """The memlib modules a module imports, however it spells it: ``from memlib.x import y``,
+    ``from memlib import x``, ``import memlib.x``, at the top or inside a function."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("memlib."):
+            yield node.module.split(".")[1]
+        elif isinstance(node, ast.ImportFrom) and node.module == "memlib":
+            yield from (a.name for a in node.names if a.name != "__version__")
+        elif isinstance(node, ast.Import):
+            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("memlib."))
+
+
 def test_modules_import_only_lower_layers():
     for path in sorted((ROOT / "memlib").rglob("*.py")):
         mod = path.parent.name if path.parent.name != "memlib" else path.stem
         if mod == "__init__":
             continue
         assert mod in LAYERS, f"memlib/{path.name} has no layer in tests/test_packaging.py"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("memlib."):
-                dep = node.module.split(".")[1]
-                same_package = dep == mod and path.parent.name == mod  # experiments/<notebook>.py: its registry
-                assert LAYERS[dep] < LAYERS[mod] or mod == "__main__" or same_package, \
-                    f"memlib.{mod} imports memlib.{dep}"
+        for dep in _memlib_imports(ast.parse(path.read_text())):
+            same_package = dep == mod and path.parent.name == mod  # experiments/<notebook>.py: its registry
+            assert LAYERS[dep] < LAYERS[mod] or mod == "__main__" or same_package, f"memlib.{mod} imports memlib.{dep}"

@@ -21,7 +21,7 @@ from memlib import methods
 from memlib.config import RunConfig
 from memlib.evaluate import evaluate_run, load_weights
 from memlib.io import CheckpointError, load_checkpoint
-from memlib.runs import code_version, read_metrics
+from memlib.runs import code_version, read_metrics, run_dir_for
 from memlib.train import TrainingDiverged, lr_at, train
 
 TIME_KEYS = ("time", "time_train", "time_eval")
@@ -463,3 +463,13 @@ def test_cpu_amp_is_bfloat16_autocast_on_the_cpu_and_a_run_of_its_own(tiny_cfg):
     assert fp32.run_dir != bf16.run_dir  # it changes the numbers, so it is part of the identity
     a, b = fp32.metrics[0]["train_loss"], bf16.metrics[0]["train_loss"]
     assert np.isfinite(b) and b != a and b == pytest.approx(a, rel=0.05)
+
+
+def test_train_many_trains_a_run_after_the_runs_whose_checkpoints_it_needs(tiny_cfg):
+    from memlib.train import train_many
+    teacher = tiny_cfg(epochs=1)
+    student = tiny_cfg(epochs=1, method="kd_swa", swa_start=1, kd_teacher=str(run_dir_for(teacher)[0] / "best.pt"))
+    later = tiny_cfg(epochs=1, seed=3, init_from=str(run_dir_for(student)[0] / "final.pt"))
+    results = train_many([later, student, teacher])  # listed before what they need
+    assert [r.finished for r in results] == [True, True, True]
+    assert results[2].run_dir == run_dir_for(teacher)[0] and (results[0].run_dir / "final.pt").is_file()
