@@ -169,20 +169,29 @@ def build_table1(project: Path, runs: dict, dataset: str, attacks: list, n: int,
         paper = TABLE1.get(dataset, {}).get(method, {})
         row, csv_row = [METHOD_NAMES.get(method, method)], [method]
         for a in attacks:
-            best, final = _eval_acc(project, run_dir, "best", a, n), _eval_acc(project, run_dir, "final", a, n)
-            ours = {"best": best, "final": final,
-                    "diff": None if best is None or final is None else best - final}
+            ours = _best_final(project, run_dir, a, n)
             for k in ("best", "final", "diff"):
                 p = paper.get(a, {}).get(k)
                 row.append(f"{_fmt(ours[k])} ({_fmt(p)})")
                 csv_row += [None if ours[k] is None else round(ours[k], 4), p]
         rows.append(row)
         csv_rows.append(csv_row)
-    notes = (f"Ours (paper) in %. {setting} Best = epoch with the highest PGD-{_eval_steps(project, runs)} test "
-             f"accuracy during training; evaluated on {n or 'all'} test examples. "
-             f"{_source_note(project, runs.values())}")
     return {"title": title, "columns": columns, "rows": rows, "csv_columns": csv_columns, "csv_rows": csv_rows,
-            "notes": notes}
+            "notes": _best_final_notes(project, list(runs.values()), n, setting)}
+
+
+def _best_final(project: Path, run_dir: str, attack: str, n: int) -> dict:
+    """A run's kept accuracies (%) of its best and final checkpoints under ``attack``, and best - final."""
+    best, final = _eval_acc(project, run_dir, "best", attack, n), _eval_acc(project, run_dir, "final", attack, n)
+    return {"best": best, "final": final, "diff": None if best is None or final is None else best - final}
+
+
+def _best_final_notes(project: Path, run_dirs: list, n: int, setting: str, spread: str = "") -> str:
+    """The notes of a best / final table: units, the best-epoch rule and the test examples, the data."""
+    steps = Run(project / run_dirs[0]).config.eval_steps
+    return (f"Ours (paper) in %. {setting} Best = epoch with the highest PGD-{steps} test accuracy during training; "
+            f"evaluated on {n or 'all'} test examples. {spread}"
+            f"{_source_note(project, run_dirs)}")
 
 
 def _eval_steps(project: Path, runs: dict) -> int:
@@ -380,11 +389,9 @@ def build_best_final(project: Path, runs: dict, paper: str, attacks: list, n: in
         published = PAPER_TABLES.get(paper, {}).get(key, {})
         row, csv_row = [_row_label(project, key, run_dirs[0])], [key, len(run_dirs)]
         for a in attacks:
-            best = [_eval_acc(project, r, "best", a, n) for r in run_dirs]
-            final = [_eval_acc(project, r, "final", a, n) for r in run_dirs]
-            diff = [None if b is None or f is None else b - f for b, f in zip(best, final)]
-            for k, values in (("best", best), ("final", final), ("diff", diff)):
-                mean, std = _mean_std(values)
+            cells = [_best_final(project, r, a, n) for r in run_dirs]  # Diff run by run
+            for k in ("best", "final", "diff"):
+                mean, std = _mean_std([c[k] for c in cells])
                 p = published.get(a, {}).get(k)
                 p_mean, p_std = p if isinstance(p, tuple) else (p, None)
                 row.append(f"{_pm(mean, std)} ({_pm(p_mean, p_std)})")
@@ -395,11 +402,8 @@ def build_best_final(project: Path, runs: dict, paper: str, attacks: list, n: in
     all_runs = [r for v in runs.values() for r in ([v] if isinstance(v, str) else v)]
     spread = (f"Cells with ± are mean ± sample standard deviation over seeds {', '.join(map(str, sorted(seeds)))}. "
               if any(not isinstance(v, str) and len(v) > 1 for v in runs.values()) else "")
-    notes = (f"Ours (paper) in %. {setting} Best = epoch with the highest PGD-"
-             f"{Run(project / all_runs[0]).config.eval_steps} test accuracy during training; evaluated on "
-             f"{n or 'all'} test examples. {spread}{_source_note(project, all_runs)}")
     return {"title": title, "columns": columns, "rows": rows, "csv_columns": csv_columns, "csv_rows": csv_rows,
-            "notes": notes}
+            "notes": _best_final_notes(project, all_runs, n, setting, spread)}
 
 
 # --- tables of complexity measures (complexity.json) and of learning curves ---------------------------
