@@ -67,9 +67,10 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from memlib.experiments import declare
-from memlib.present import COLORS, PERCENT, labels_text, mark_schedule, name, plot_curve, setting, show_setting
+from memlib.present import (COLORS, PERCENT, labels_text, mark_schedule, name, plot_accuracies, plot_curve, setting,
+                            show_setting)
 from memlib.report import Outputs
-from memlib.runs import read_metrics
+from memlib.runs import Run
 from memlib.train import train_many
 
 out = Outputs(tier, "02_random_labels")
@@ -80,9 +81,8 @@ results = train_many(list(planned.values()), jobs=jobs, force=force)
 run_dirs = {key: r.run_dir for key, r in zip(planned, results)}
 for path in run_dirs.values():
     out.add_run(path)
-# With `eval_every` > 1 only every k-th epoch has accuracies: the curves and the last epoch are those epochs'
-metrics = {key: [m for m in read_metrics(run_dirs[key]) if "train_nat_acc" in m] for key in planned
-           if key[0] in ("fig2", "noise")}
+# With `eval_every` > 1 only every k-th epoch has accuracies: the curves and the last epoch are of those epochs
+metrics = {key: Run(run_dirs[key]).evaluated for key in planned if key[0] in ("fig2", "noise")}
 
 fig2_setting = setting(planned[("fig2", methods[0], 0.0)], tier, paper=paper_setting)
 show_setting(fig2_setting)
@@ -175,13 +175,9 @@ fig, axes = plt.subplots(len(methods), len(noise_rates), figsize=(3.2 * len(nois
                          squeeze=False, sharey=True)
 for i, method in enumerate(methods):
     for j, r in enumerate(noise_rates):
-        ax, rows = axes[i][j], metrics[("noise", method, r)]
-        for key, color, ls in (("train_nat_acc", "C0", "-"), ("train_rob_acc", "C0", "--"),
-                               ("test_nat_acc", "C1", "-"), ("test_rob_acc", "C1", "--")):
-            plot_curve(ax, rows, key, label=key.replace("_acc", "").replace("_", " "), color=color, ls=ls,
-                       star=key == "test_rob_acc")  # the best epoch is chosen by robust test accuracy
-        mark_schedule(ax, planned[("noise", method, r)])
-        ax.set(title=f"{name(method)}, noise {r}", xlabel="epoch", ylim=(0, 102))
+        # the four accuracies, a star at the best epoch (chosen by robust test accuracy), the lr drops marked
+        plot_accuracies(axes[i][j], metrics[("noise", method, r)], planned[("noise", method, r)])
+        axes[i][j].set_title(f"{name(method)}, noise {r}")
 axes[0][0].set_ylabel("accuracy (%)")
 axes[0][0].legend(fontsize=7)
 fig.tight_layout()

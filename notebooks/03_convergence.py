@@ -78,7 +78,7 @@ from memlib.lectures.convergence import (findings, grad_norms, gradient_change, 
                                          successive_cosines)
 from memlib.present import COLORS, LOSS_NAMES, mark_schedule, name, plot_curve, setting as setting_line, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics
+from memlib.runs import Run
 from memlib.train import train_many
 
 out = Outputs(tier, "03_convergence")
@@ -117,14 +117,14 @@ SNAPSHOTS = snapshots(globals())  # 0 (the initialization) to grad_epochs
 
 # %%
 norms = {m: [grad_norms(run_dirs[("grad", m)], e, n_examples) for e in SNAPSHOTS] for m in ("pgd_at", "trades")}
-c = planned[("grad", "pgd_at")]
-its = [e * -(-(c.train_subset or 50000) // c.batch_size) for e in SNAPSHOTS]  # iterations after each kept epoch
+grad_run = Run(run_dirs[("grad", "pgd_at")])  # iterations after each kept epoch: the run's batches per epoch
+its = [e * -(-len(grad_run.train_examples()[0]) // grad_run.config.batch_size) for e in SNAPSHOTS]
 fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
-for m, loss, col, term in (("pgd_at", "pgd_at", "C0", "adversarial CE"), ("trades", "clean_ce", "C2", "clean CE term"),
-                           ("trades", "trades_kl", "C3", "beta*KL term")):
-    ax.plot(SNAPSHOTS, [v[loss] for v in norms[m]], "-o", color=col, ms=3, label=f"{name(m)}: {term}")
-bx.plot(its, [v["ratio_r"] for v in norms["pgd_at"]], "C0-o", ms=3, label="PGD-AT: |grad R| / |grad CE|")
-bx.plot(its, [v["ratio_kl"] for v in norms["trades"]], "C3-o", ms=3, label="TRADES: |grad beta*KL| / |grad CE|")
+for m, loss, fmt, term in (("pgd_at", "pgd_at", "-o", "adversarial CE"), ("trades", "clean_ce", "-o", "clean CE term"),
+                           ("trades", "trades_kl", "--o", "beta*KL term")):
+    ax.plot(SNAPSHOTS, [v[loss] for v in norms[m]], fmt, color=COLORS[m], ms=3, label=f"{name(m)}: {term}")
+for m, key, what in (("pgd_at", "ratio_r", "|grad R|"), ("trades", "ratio_kl", "|grad beta*KL|")):
+    bx.plot(its, [v[key] for v in norms[m]], "-o", color=COLORS[m], ms=3, label=f"{name(m)}: {what} / |grad CE|")
 ax.set(xlabel="epoch (0 = initialization)", ylabel="mean per-example gradient norm", yscale="log",
        title="(a) gradient norms on random labels")
 bx.set(xlabel="training iteration of the snapshot", ylabel="ratio of gradient norms", title="(b) relative magnitude")
@@ -172,7 +172,7 @@ plt.show()
 # lower than TRADES's throughout the first 20 epochs: its update direction keeps changing.
 
 # %%
-cosines = {m: successive_cosines(run_dirs[("grad", m)], m, grad_epochs, n_examples, project_dim)
+cosines = {m: successive_cosines(run_dirs[("grad", m)], grad_epochs, n_examples, project_dim)
            for m in ("pgd_at", "trades")}
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for m, values in cosines.items():
@@ -195,7 +195,7 @@ plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for m in ("mix", "pgd_at", "trades"):
-    metrics = read_metrics(run_dirs[("fig5", m)])
+    metrics = Run(run_dirs[("fig5", m)]).metrics
     for metric, ls, kind in (("train_nat_acc", "-", "natural"), ("train_rob_acc", "--", "robust")):
         plot_curve(ax, metrics, metric, label=f"{name(m)} ({kind})", color=COLORS[m], ls=ls, star=False)
 mark_schedule(ax, planned[("fig5", "mix")])  # the learning-rate drops
@@ -222,7 +222,7 @@ display(Markdown(out.table("fig5_final_accuracy", "final_accuracy", runs=fig5_ru
 # PGD-AT the two curves overlap, so the noisy examples' unstable gradients overwhelm the useful ones.
 
 # %%
-a9 = {m: noise_norms(run_dirs[("a9", m)], m, grad_epochs, n_examples) for m in ("pgd_at", "standard")}
+a9 = {m: noise_norms(run_dirs[("a9", m)], grad_epochs, n_examples) for m in ("pgd_at", "standard")}
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for m, values in a9.items():
     ax.plot(SNAPSHOTS, [v["clean"] for v in values], color=COLORS[m], label=f"{name(m)} (clean)")

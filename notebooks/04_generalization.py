@@ -55,11 +55,9 @@ tier: str = "smoke"  # parameter tier: smoke | quick | paper (params/04_generali
 interactive: bool = True  # False under papermill: the explorer becomes a static figure
 force: bool = False  # retrain runs even if finished ones exist (the measurements are redone too)
 jobs: int = 1  # runs trained at once in separate processes (2 suits a 2-core CPU; 1 on a single GPU)
-# RunConfig values of the Sec. 3.1 runs: params/02_random_labels/<tier>.yaml's `base`, value for value, so that the
-# models of Fig. 6 are 02's runs (same identity: reused, not trained again)
-base: dict = dict(model="resnet18", width=0.0625, train_subset=100, test_subset=100, train_eval_subset=100,
-                  epochs=3, batch_size=50, steps=2, eval_steps=2, augment=False, weight_decay=0.0, lr=0.1,
-                  lr_schedule="constant", eval_batch_size=500)
+# RunConfig values of the Sec. 3.1 runs: the shared Sec. 3 base that 02_random_labels names too
+# (params/bases/<tier>-sec3.yaml), so that the models of Fig. 6 are 02's runs (same identity: reused, not trained again)
+base: dict = {"from": "smoke-sec3"}
 regularizers: dict = dict(weight_decay=2e-4, dropout=0.2)  # Table A.1's values (02's `regularizers`)
 # Fig. 6 models, "method|noise rate|augmentation|weight decay|dropout", built exactly as 02 builds its runs of
 # Fig. 2 (method, noise rate) and Table A.1 (TRADES with regularizers)
@@ -96,7 +94,7 @@ from memlib.experiments import declare
 from memlib.lectures import generalization as gen  # this notebook's figures and computations
 from memlib.present import curve, setting, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics
+from memlib.runs import Run
 from memlib.train import train_many
 
 out = Outputs(tier, "04_generalization")
@@ -106,13 +104,14 @@ a10 = {key[1:]: cfg for key, cfg in planned.items() if key[0] == "a10"}  # (init
 S = analysis.complexity_settings(measure)  # every measurement setting, defaults filled in
 fig6_setting = setting(fig6[models[0]], tier, gen.measures_text(S), paper=paper_setting)
 show_setting(fig6_setting)
-# Trained `jobs` at a time: the models (02's runs, normally reused) and adv. init, then the A.10 runs from its weights
-first = train_many([*fig6.values(), planned[("adv_init",)]], jobs=jobs, force=force)
-fig6_dirs = {spec: r.run_dir for spec, r in zip(models, first)}
-a10_dirs = {key: r.run_dir for key, r in zip(a10, train_many(list(a10.values()), jobs=jobs, force=force))}
-for path in dict.fromkeys([*fig6_dirs.values(), first[-1].run_dir, *a10_dirs.values()]):
+# Trained `jobs` at a time: the models (02's runs, normally reused) and adv. init, then the A.10 runs from its
+# weights (train_many trains a run after the runs whose checkpoints it starts from)
+results = dict(zip(planned, train_many(list(planned.values()), jobs=jobs, force=force)))
+fig6_dirs = {spec: results[("fig6", spec)].run_dir for spec in models}
+a10_dirs = {key: results[("a10", *key)].run_dir for key in a10}
+for path in dict.fromkeys([*fig6_dirs.values(), results[("adv_init",)].run_dir, *a10_dirs.values()]):
     out.add_run(path)
-reused = sum(r.reused for r in first[:len(models)])
+reused = sum(results[("fig6", spec)].reused for spec in models)
 display(Markdown(f"{reused} of the {len(models)} Fig. 6 models were finished runs already (02_random_labels' runs "
                  f"of this tier, reused); {len(models) - reused} were trained now."))
 
@@ -152,7 +151,7 @@ display(Markdown(f"{reused} of the {len(models)} Fig. 6 models were finished run
 # %%
 t0 = time.time()
 cx = {spec: analysis.run_complexity(fig6_dirs[spec], measure, force=force, log=print) for spec in models}
-gap = {spec: curve(read_metrics(fig6_dirs[spec]), "rob_gap")[1][-1] for spec in models}  # last evaluated epoch, %
+gap = {spec: curve(Run(fig6_dirs[spec]).evaluated, "rob_gap")[1][-1] for spec in models}  # last evaluated epoch, %
 display(Markdown(gen.timing_text(cx, time.time() - t0)))
 
 # %% [markdown]
@@ -265,7 +264,7 @@ else:
 
 # %%
 a10_setting = gen.a10_setting(a10, planned[("adv_init",)], tier, gen.model_label(adv_init))
-fig = gen.a10_figure({key: read_metrics(path) for key, path in a10_dirs.items()}, a10)
+fig = gen.a10_figure({key: Run(path).metrics for key, path in a10_dirs.items()}, a10)
 out.figure(fig, "figA10_init_curves", f"Fig. A.10: natural and robust test accuracy of TRADES from a random vs an "
            f"adversarial initialization, with vanilla and SOTA SGD (dotted: lr decay). {a10_setting}")
 plt.show()

@@ -99,11 +99,11 @@ from IPython.display import Markdown, display
 from memlib import present
 from memlib.evaluate import evaluate_run
 from memlib.experiments import declare
-from memlib.methods import Context
+from memlib.methods import Context, method_spec
 from memlib.paper import TABLE1
 from memlib.present import DATA_NAMES, METRIC_NAMES, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics
+from memlib.runs import Run
 from memlib.train import train_many
 
 out = Outputs(tier, "06_mitigation")
@@ -113,7 +113,8 @@ LETTERS = {"cifar10": "a", "cifar100": "b", "svhn": "c"}  # Table 1(a), (b), (c)
 # surface after the CIFAR-10 runs have taken their hours. memlib/experiments/mitigation.py declares them.
 planned = declare("06_mitigation", globals(), out.runs, out.data).configs
 first = {d: planned[(d, methods[0])] for d in datasets}  # a data set's schedule (the same for all its methods)
-te_band = any(m.endswith("_te") for m in methods)  # the TE ramp-up is shaded where a TE run is drawn
+# the TE ramp-up is shaded where a run of a method with a TE schedule (memlib.methods' registration) is drawn
+te_band = any("te_weight" in method_spec(m).settings for m in methods)
 settings = {d: present.setting(c, tier, present.te_text(c), paper=paper_setting) for d, c in first.items()}
 for d, c in first.items():
     show_setting(settings[d])
@@ -165,7 +166,7 @@ results = train_many(list(planned.values()), jobs=jobs, force=force)  # finished
 runs = {key: r.run_dir for key, r in zip(planned, results)}
 for path in runs.values():
     out.add_run(path)
-curves = {d: {m: read_metrics(runs[(d, m)]) for m in methods} for d in datasets}  # per data set, per method
+curves = {d: {m: Run(runs[(d, m)]).metrics for m in methods} for d in datasets}  # per data set, per method
 
 # %% [markdown]
 # ## Table 1: best and final checkpoints under several attacks
@@ -199,7 +200,7 @@ for d in datasets:
     if selection_attack:
         cells = {m: evals[(d, m)] for m in methods}
         display(Markdown(present.gap_summary(
-            selection_attack, {m: 100 * (e["best"][selection_attack] - e["final"][selection_attack])
+            selection_attack, {m: present.PERCENT * (e["best"][selection_attack] - e["final"][selection_attack])
                                for m, e in cells.items()}, TABLE1.get(d, {}),
             {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()})))
 

@@ -135,7 +135,7 @@ from memlib.experiments import declare
 from memlib.lectures import baselines as bl  # this notebook's setting lines, evaluations and tables
 from memlib.present import METRIC_NAMES, show_setting
 from memlib.report import Outputs
-from memlib.runs import read_metrics
+from memlib.runs import Run
 from memlib.train import train_many
 
 out = Outputs(tier, "07_baselines")
@@ -177,12 +177,10 @@ plt.show()
 # networks, so it costs about twice a PGD-AT run.
 
 # %%
-teachers = [c for k, c in planned.items() if k[0] in ("kd_teacher", "kd_std_teacher")]
-done = {r.run_dir for r in train_many(teachers, jobs=jobs, force=force)}
-train_many([c for k, c in planned.items() if runs[k] not in done], jobs=jobs, force=force)
+train_many(list(planned.values()), jobs=jobs, force=force)  # the teachers first: KD-SWA runs distill them
 for path in dict.fromkeys(runs.values()):  # each run once, the teachers first
     out.add_run(path)
-curves = {key: read_metrics(path) for key, path in runs.items()}
+curves = {key: Run(path).metrics for key, path in runs.items()}
 
 # %% [markdown]
 # ## Table 2: TE against the other remedies

@@ -103,3 +103,31 @@ def test_the_committed_quick_runs_keep_their_hashes():
         declared = experiments.declare(name, p, ROOT / "outputs" / "quick" / "runs", ROOT / "data")
         assert sorted(str(d.relative_to(ROOT)) for d in declared.unique()) == sorted(manifest["runs"]), name
         assert project_root() == ROOT
+
+
+def test_the_readme_states_the_paper_tiers_plan():
+    """The README's paper-tier totals are the plan's (update them when the paper parameters change)."""
+    import re
+
+    from memlib.plan import gpu_rate
+
+    plans = plan_tier(ROOT, "paper", notebooks(ROOT, "paper"))
+    t = totals(plans)
+    stated = re.search(r"paper tier is (\d+) runs, about (\d+) H100-hours", (ROOT / "README.md").read_text())
+    assert stated, "README.md no longer states the paper tier's runs and H100-hours"
+    assert int(stated.group(1)) == t["runs"]
+    assert int(stated.group(2)) == pytest.approx(t["flops"] / gpu_rate(ROOT) / 3600, abs=10)
+
+
+def test_runs_shared_between_notebooks_share_their_base_by_reference():
+    """No two parameter files spell out the same base: one that others use too is a file in params/bases."""
+    import yaml
+
+    inline = {}
+    for path in sorted((ROOT / "params").glob("[0-9]*/*.yaml")):
+        base = (yaml.safe_load(path.read_text()) or {}).get("base")
+        if isinstance(base, dict) and "from" not in base:
+            cfg = RunConfig(**base)
+            same = [other for other, c in inline.items() if c == cfg]
+            assert not same, f"{path.relative_to(ROOT)} repeats the base of {same[0]}: name a file of params/bases"
+            inline[str(path.relative_to(ROOT))] = cfg

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from memlib.config import RunConfig
 from memlib.paper import TABLE2
-from memlib.present import eps_text, gap_summary, setting, show_setting, te_text
+from memlib.present import PERCENT, eps_text, gap_summary, setting, show_setting, te_text
 
 
 def hyperparameters(rows: dict[str, RunConfig]) -> str:
@@ -94,6 +94,6 @@ def show_gaps(p: dict, runs: dict) -> None:
     def gap(key):
         cells = [evaluate_run(runs[("table2", key, s)], [robust], n=p["eval_n"], log=lambda m: None)
                  for s in p["seeds"]]
-        return sum(100 * (r["best"][robust] - r["final"][robust]) for r in cells) / len(cells)
+        return sum(PERCENT * (r["best"][robust] - r["final"][robust]) for r in cells) / len(cells)
 
     display(Markdown(gap_summary(robust, {k: gap(k) for k in p["table2_rows"]}, TABLE2)))

@@ -5,15 +5,15 @@ on (the notebook's table reads the numbers there, and the committed records carr
 ``findings``: the table's rows. The runs: memlib.experiments.convergence."""
 
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from memlib import analysis
-from memlib.data import prepare_data
-from memlib.evaluate import load_weights
+from memlib.methods import method_spec
 from memlib.present import LOSS_NAMES, name
-from memlib.runs import Run, read_run, snapshot_path
+from memlib.runs import Run
 
 FILE = "convergence.json"
 
@@ -24,23 +24,48 @@ def pick(n: int) -> str:
     return f"n={n}|pick=balanced-seed0"
 
 
-def cached(run_dir, key: str, compute, epoch: int | None = None):
-    """``compute()`` once per ``key`` in the run folder's convergence.json (``runs.Run.cached``), kept with the
-    digest of the weights kept after ``epoch`` that it was measured on."""
-    weights = snapshot_path(run_dir, epoch).stem if epoch is not None else None
-    return Run(run_dir).cached(FILE, key, compute, weights=weights)
+def run_of(run_dir) -> Run:
+    """The one ``Run`` of a run folder in this process: its record is read, its data checked and the digest of each
+    of its checkpoints computed once, however many measurements are taken on it."""
+    return _run(Path(run_dir).resolve())
 
 
 @cache
-def run_data(run_dir):
-    """The run's config and data (training images with the labels it was trained on, noise mask)."""
-    cfg, _ = read_run(run_dir)
-    return cfg, prepare_data(cfg)
+def _run(run_dir: Path) -> Run:
+    return Run(run_dir)
+
+
+def cached(run_dir, key: str, compute, epoch: int | None = None):
+    """``compute()`` once per ``key`` in the run folder's convergence.json (``runs.Run.cached``), kept with the
+    digest of the weights kept after ``epoch`` that it was measured on."""
+    run = run_of(run_dir)
+    return run.cached(FILE, key, compute, weights=run.snapshot(epoch).stem if epoch is not None else None)
+
+
+@cache
+def examples(run_dir) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The run's own training examples (``labels.npz``): uint8 images (the data checked once), the labels it was
+    trained on and the true labels."""
+    run = run_of(run_dir)
+    ids, labels, true = run.train_examples()
+    return run.train_images(ids), labels, true
 
 
 def snapshot(run_dir, epoch: int):
     """The model with the weights kept after ``epoch`` (0: the initialization)."""
-    return load_weights(run_dir, snapshot_path(run_dir, epoch).stem)[0]
+    run = run_of(run_dir)
+    return run.load(run.snapshot(epoch).stem)[0]
+
+
+def own_loss(run_dir) -> str:
+    """The per-example loss (``analysis.LOSSES``) of the method the run trained with: its own (PGD-AT's adversarial
+    CE, TRADES's CE + beta KL), or the clean CE for a method without a training attack (standard training)."""
+    method = run_of(run_dir).config.method
+    if method in analysis.LOSSES:
+        return method
+    if not method_spec(method).attacks:
+        return "clean_ce"
+    raise ValueError(f"no per-example loss of memlib.analysis is the training loss of method {method!r}")
 
 
 def _attack(cfg, beta: bool = True) -> dict:
@@ -52,9 +77,9 @@ def probe(run_dir, n: int):
     """The measured examples of a run: ``n`` class-balanced ones (by true class) drawn with seed 0, never the
     first n (the offline copy is sorted by class: those would all be airplanes); uint8 images and the labels
     the run was trained on."""
-    _, data = run_data(run_dir)
-    ids = analysis.probe_examples(data.train_true_labels, n, seed=0)
-    return data.train_images[ids], data.train_labels[ids]
+    images, labels, true = examples(run_dir)
+    ids = analysis.probe_examples(true, n, seed=0)
+    return images[ids], labels[ids]
 
 
 def grad_norms(run_dir, epoch: int, n: int) -> dict:
@@ -62,7 +87,7 @@ def grad_norms(run_dir, epoch: int, n: int) -> dict:
     beta * KL term at a kept epoch; Fig. 3(b): the mean per-example ratios ``ratio_r`` (||grad R|| / ||grad CE||)
     and ``ratio_kl`` (||grad beta*KL|| / ||grad CE||), ``analysis.ratios_from_norms`` of the same norms (one set of
     attacks and gradients for all five numbers)."""
-    cfg, _ = run_data(run_dir)
+    cfg = run_of(run_dir).config
     x, y = probe(run_dir, n)
 
     def compute():
@@ -79,7 +104,7 @@ def ratio_samples(run_dir, method: str, epoch: int, n: int) -> np.ndarray:
     """Each example's ratio at a kept epoch (||grad R|| / ||grad CE|| for PGD-AT, ||grad beta*KL|| / ||grad CE||
     for TRADES; ``method`` "pgd_at" or "trades"): the values whose mean ``grad_norms`` gives, computed again (not
     cached) by ``analysis.grad_norm_ratios`` with ``reduce=False``."""
-    cfg, _ = run_data(run_dir)
+    cfg = run_of(run_dir).config
     x, y = probe(run_dir, n)
     ratios = analysis.grad_norm_ratios(snapshot(run_dir, epoch), x, y, **_attack(cfg), seed=epoch, reduce=False)
     return ratios[method].cpu().numpy()
@@ -88,7 +113,7 @@ def ratio_samples(run_dir, method: str, epoch: int, n: int) -> np.ndarray:
 def gradient_change(run_dir, loss: str, lambda_max: float, points: int, n: int) -> dict:
     """Fig. 4(a), A.8: per-example l2 distance and cosine of the gradient of ``loss`` at theta + lambda d to the
     one at theta (the initialization), d filter-normalized, for ``points`` lambdas in [-lambda_max, lambda_max]."""
-    cfg, _ = run_data(run_dir)
+    cfg = run_of(run_dir).config
     x, y = probe(run_dir, n)
     lambdas = np.linspace(-lambda_max, lambda_max, points)
 
@@ -104,15 +129,15 @@ def cosine_key(epochs: int, n: int, project_dim: int) -> str:
     return f"successive_cosine|epochs={epochs}|{pick(n)}|proj={project_dim}"
 
 
-def successive_cosines(run_dir, method: str, epochs: int, n: int, project_dim: int) -> list[float]:
+def successive_cosines(run_dir, epochs: int, n: int, project_dim: int) -> list[float]:
     """Fig. 4(b): for e = 1..epochs, the mean cosine between each example's gradient of the method's own loss
-    with the weights after epochs e-1 and e (attack regenerated for each; ``project_dim`` > 0: gradients
-    randomly projected to that many dimensions)."""
-    cfg, _ = run_data(run_dir)
+    (``own_loss``) with the weights after epochs e-1 and e (attack regenerated for each; ``project_dim`` > 0:
+    gradients randomly projected to that many dimensions)."""
+    cfg = run_of(run_dir).config
     x, y = probe(run_dir, n)
 
     def grads(epoch):
-        return analysis.per_example_gradients(snapshot(run_dir, epoch), x, y, method, **_attack(cfg),
+        return analysis.per_example_gradients(snapshot(run_dir, epoch), x, y, own_loss(run_dir), **_attack(cfg),
                                               attack_seed=epoch, project_dim=project_dim or None)
 
     def compute():
@@ -122,15 +147,14 @@ def successive_cosines(run_dir, method: str, epochs: int, n: int, project_dim: i
     return cached(run_dir, cosine_key(epochs, n, project_dim), compute, epochs)
 
 
-def noise_norms(run_dir, method: str, epochs: int, n: int) -> list[dict]:
-    """Fig. A.9: at each kept epoch 0..epochs, the mean gradient norm of the method's loss (PGD-AT: adversarial
-    CE; standard training: clean CE) over ``n`` examples whose label is still correct ("clean") and ``n`` whose
-    label was corrupted ("noisy")."""
-    cfg, data = run_data(run_dir)
-    noisy = data.noisy_mask.cpu()
-    ids = torch.cat([analysis.probe_examples(data.train_true_labels, n, seed=0, among=m) for m in (~noisy, noisy)])
-    x, y, mask = data.train_images[ids], data.train_labels[ids], noisy[ids]
-    loss = "pgd_at" if method == "pgd_at" else "clean_ce"
+def noise_norms(run_dir, epochs: int, n: int) -> list[dict]:
+    """Fig. A.9: at each kept epoch 0..epochs, the mean gradient norm of the method's own loss (``own_loss``; PGD-AT:
+    adversarial CE; standard training: clean CE) over ``n`` examples whose label is still correct ("clean") and
+    ``n`` whose label was corrupted ("noisy")."""
+    cfg, (images, labels, true) = run_of(run_dir).config, examples(run_dir)
+    noisy = labels != true
+    ids = torch.cat([analysis.probe_examples(true, n, seed=0, among=m) for m in (~noisy, noisy)])
+    x, y, mask, loss = images[ids], labels[ids], noisy[ids], own_loss(run_dir)
     return [cached(run_dir, f"noise_norms|epoch={e}|{pick(n)}", lambda e=e: analysis.grad_norms_by_noise(
         snapshot(run_dir, e), x, y, mask, loss, **_attack(cfg, beta=False), seed=e), e) for e in range(epochs + 1)]
 
@@ -148,8 +172,8 @@ def findings(run_dirs: dict, p: dict) -> list[dict]:
               for loss in ("pgd_at", "trades", "clean_ce")}
     small = min(abs(v) for v in change["pgd_at"]["lambda"] if abs(v) > 1e-12)  # the smallest |lambda| > 0 measured
     cos_key = cosine_key(epochs, n, p["project_dim"])
-    cosines = {m: successive_cosines(grad[m], m, epochs, n, p["project_dim"]) for m in grad}
-    a9 = {m: noise_norms(run_dirs[("a9", m)], m, epochs, n) for m in ("pgd_at", "standard")}
+    cosines = {m: successive_cosines(grad[m], epochs, n, p["project_dim"]) for m in grad}
+    a9 = {m: noise_norms(run_dirs[("a9", m)], epochs, n) for m in ("pgd_at", "standard")}
 
     def row(label, run, key, paper, value):
         cached(run, key, value)
