@@ -267,12 +267,14 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     jobs_of = {p.name: int(params[p.name].get("jobs", 1)) for p in plans}
     for line in describe(plans, rate, gpu_rate(project), max(jobs_of.values(), default=1)):
         log(line)
-    weights = {p.name: estimate(p, rate, jobs_of[p.name]) or 60.0 for p in plans}
-    bar = tqdm(total=round(sum(weights.values())), unit="s", desc=f"{tier} batch", disable=not names,
+    # each notebook's share of the bar: its estimate, at least 30 s (a render-only notebook's is its few seconds
+    # of last execution, on which the early ETA would be absurd); whole seconds, so that the bar ends at its total
+    weights = {p.name: round(max(30.0, estimate(p, rate, jobs_of[p.name]) or 60.0)) for p in plans}
+    bar = tqdm(total=sum(weights.values()), unit="s", desc=f"{tier} batch", disable=not names,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}]")
 
     def done(status: dict) -> None:
-        bar.update(round(weights[status["notebook"]]))
+        bar.update(weights[status["notebook"]])
         bar.write(_status_line(status))
 
     if executor == "inline":

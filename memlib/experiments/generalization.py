@@ -2,7 +2,8 @@
 
 Fig. 6 trains nothing of its own: each entry of ``models``, "method|noise rate|augmentation|weight decay|
 dropout", is built as 02_random_labels builds its Fig. 2 runs (method, noise rate) and its Table A.1 runs (TRADES
-with regularizers set explicitly), and with the shared base both name (params/bases), it is 02's run (one folder, reused).
+with regularizers set explicitly), and with the shared base both name (params/bases), it is 02's run (one
+folder, reused).
 Fig. A.10 repeats Liu et al. (2020b)'s test with TRADES: true labels, from a random or an "adversarial"
 initialization (``init_from``: the final weights of the ``adv_init`` model, trained on random labels), under each
 training method of ``sgd``; the A.10 runs are ``base`` with the changes of ``a10_base``. Their figures and
