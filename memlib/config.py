@@ -519,13 +519,29 @@ def resolve_bases(values: dict, project: str | Path) -> dict:
 
 def notebook_defaults(notebook: str, project: str | Path | None = None) -> dict:
     """The default values of a notebook's parameters cell (executed on its own, as papermill would)."""
-    path, source, _ = _notebook_cells(notebook, project)
-    names, _, values = _cell_defaults(path, source)
-    return {k: values[k] for k in names if k in values}
+    names, _, _ = _notebook_declarations(notebook, project)
+    return {k: v for k, v in _parameter_cell_values(notebook, project).items() if k in names}
 
 
-def _notebook_cells(notebook: str, project: str | Path | None = None) -> tuple[Path, str, list[str]]:
-    """(path, source of the ``parameters`` cell, sources of the other code cells) of a notebook."""
+def _parameter_cell_values(notebook: str, project=None) -> dict:
+    import json as json_module
+
+    path = _find_notebook(notebook, project)
+    cells = [c for c in json_module.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
+    source = "".join(tagged[0]["source"]) if isinstance(tagged[0]["source"], list) else tagged[0]["source"]
+    values: dict = {}
+    exec(compile(source, str(path), "exec"), {}, values)
+    return values
+
+
+def _notebook_declarations(notebook: str, project: str | Path | None = None) -> tuple[list[str], dict, set]:
+    """(parameter names in order, {name: declared type or None}, names bound anywhere else in the notebook)
+    of ``notebooks/<notebook>.ipynb``: types from the annotations of its ``parameters`` cell, else from the
+    types of its default values (executed in a namespace of their own)."""
+    import ast
     import json as json_module
 
     path = _find_notebook(notebook, project)
@@ -534,39 +550,22 @@ def _notebook_cells(notebook: str, project: str | Path | None = None) -> tuple[P
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not tagged:
         raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
-    return path, sources[tagged[0]], sources[:tagged[0]] + sources[tagged[0] + 1:]
-
-
-def _cell_defaults(path: Path, source: str) -> tuple[list, dict, dict]:
-    """(names the cell assigns, in order; {name: its annotation node}; the values it gives them)."""
-    import ast
-
-    values: dict = {}
-    exec(compile(source, str(path), "exec"), {}, values)
-    notes: dict = {}
-    for node in ast.parse(source).body:
+    defaults: dict = {}
+    exec(compile(sources[tagged[0]], str(path), "exec"), {}, defaults)  # the notebook's own default values
+    names, kinds = [], {}
+    for node in ast.parse(sources[tagged[0]]).body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
         for t in targets:
-            if isinstance(t, ast.Name):
-                notes.setdefault(t.id, getattr(node, "annotation", None))
-    return list(notes), notes, values
-
-
-def _notebook_declarations(notebook: str, project: str | Path | None = None) -> tuple[list[str], dict, set]:
-    """(parameter names in order, {name: declared type or None}, names bound anywhere else in the notebook)
-    of ``notebooks/<notebook>.ipynb``: types from the annotations of its ``parameters`` cell, else from the
-    types of its default values (executed in a namespace of their own)."""
-    import ast
-
-    path, source, others = _notebook_cells(notebook, project)
-    names, notes, defaults = _cell_defaults(path, source)
-    kinds = {}
-    for name in names:
-        note, default = notes.get(name), defaults.get(name)
-        typ = _TYPES.get(note.id) if isinstance(note, ast.Name) else None
-        kinds[name] = None if default is None else typ or type(default)
+            if isinstance(t, ast.Name) and t.id not in names:
+                names.append(t.id)
+                note = getattr(node, "annotation", None)
+                typ = _TYPES.get(note.id) if isinstance(note, ast.Name) else None
+                default = defaults.get(t.id)
+                kinds[t.id] = None if default is None else typ or type(default)
     bound = set()
-    for source in others:
+    for i, source in enumerate(sources):
+        if i == tagged[0]:
+            continue
         code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
         try:
             tree = ast.parse(code)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from memlib.config import MemlibError, RunConfig
 from memlib.io import read_json
-from memlib.runs import Run, read_metrics, run_state
+from memlib.runs import read_metrics, run_state
 
 CPU_REFERENCE = Path("benchmarks") / "results" / "cpu-1thread.json"  # the quick records' machine, 1 thread
 GPU_REFERENCE = Path("benchmarks") / "results" / "cuda-final.json"  # one H100, ResNet-18, PGD-10, bf16
@@ -67,7 +67,8 @@ class NotebookPlan:
 def plan_tier(project: Path, tier: str, names: list[str], records_only: bool = False) -> list[NotebookPlan]:
     """The plans of notebooks ``names``; a run shared by several is one ``RunPlan`` object in each."""
     shared: dict[str, RunPlan] = {}
-    return [plan_notebook(project, tier, name, records_only, shared) for name in names]
+    plans = [plan_notebook(project, tier, name, records_only, shared) for name in names]
+    return plans
 
 
 def plan_notebook(project: Path, tier: str, name: str, records_only: bool = False,
@@ -115,8 +116,9 @@ def _run_plan(project: Path, rel: str, cfg: RunConfig | None) -> RunPlan:
         metrics = read_metrics(run_dir)
     except MemlibError:  # a damaged record: the notebook will say so; the plan goes on
         return RunPlan(rel, "damaged", "train")
-    if cfg is None and (run_dir / "config.json").is_file():  # a run known from a manifest only
-        cfg = Run(run_dir).config
+    if cfg is None and (run_dir / "config.json").is_file():
+        from memlib.runs import read_run
+        cfg = read_run(run_dir)[0]
     seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
     return RunPlan(rel, state, "render", done, cfg.epochs if cfg else 0, flops=run_flops(cfg) if cfg else 0.0,
                    recorded_seconds=seconds)

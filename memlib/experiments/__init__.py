@@ -78,11 +78,11 @@ def declare(notebook: str, p: dict, out_dir: str | Path, data_dir: str | Path) -
 
     configs = _REGISTRY[notebook](p, make)
     dirs = {key: run_dir_for(cfg)[0] for key, cfg in configs.items()}
-    known = {d.resolve(): d for d in dirs.values()}
+    known = set(dirs.values())
     needs: dict = {}
     for key, cfg in configs.items():
-        deps = (Path(getattr(cfg, k)).resolve().parent for k in WEIGHT_KEYS if getattr(cfg, k))
-        needs.setdefault(dirs[key], sorted({known[d] for d in deps if d in known}))
+        deps = [Path(getattr(cfg, k)).parent for k in WEIGHT_KEYS if getattr(cfg, k)]
+        needs.setdefault(dirs[key], sorted({d for d in deps if d in known}))
     return Declared(notebook, configs, dirs, needs)
 
 
