@@ -56,10 +56,15 @@ def _reproduce(args) -> int:
     only = [n.strip() for n in args.only.split(",")] if args.only else None
     if args.jobs < 1:  # a wave of 0 notebooks would never end
         raise ConfigError(f"--jobs must be >= 1; got {args.jobs}")
+    from memlib.cluster import partition_minutes
+
+    cap = args.timeout_min or (partition_minutes(args.slurm_partition) if args.executor == "slurm" else None)
     slurm = {"partition": args.slurm_partition, "gpus": args.slurm_gpus, "cpus": args.slurm_cpus,
-             "timeout_min": args.timeout_min}
+             "timeout_min": cap or 24 * 60}
+    if args.runs_per_gpu < 1:
+        raise ConfigError(f"--runs-per-gpu must be >= 1; got {args.runs_per_gpu}")
     _, statuses = run_batch(args.tier, only=only, force=args.force, executor=args.executor, jobs=args.jobs,
-                            slurm=slurm, records_only=args.command == "render")
+                            slurm=slurm, records_only=args.command == "render", runs_per_gpu=args.runs_per_gpu)
     return 1 if any(not s["ok"] for s in statuses) else 0
 
 
@@ -89,7 +94,8 @@ def _plan(args) -> int:
             return {"flops": flops, "cpu_hours_here": flops / rate / 3600 if rate else None,
                     "h100_hours": flops / gpu / 3600 if gpu else None}
 
-        runs = {r.path: {**asdict(r), **hours(r.flops)} for nb in plans for r in nb.runs}
+        runs = {r.path: {**{k: v for k, v in asdict(r).items() if k != "cfg"}, **hours(r.flops)}
+                for nb in plans for r in nb.runs}
         print(json.dumps({"tier": args.tier, "cpu_flops_per_s": rate, "h100_flops_per_s": gpu,
                           "totals": {**totals(plans), **hours(totals(plans)["flops"])},
                           "notebooks": [{"name": nb.name, "known": nb.known, "runs": [r.path for r in nb.runs],
@@ -136,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--force", action="store_true", help="retrain runs even when finished ones exist")
         p.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
                        help="submitit local processes (default), Slurm jobs, or this process")
-        p.add_argument("--jobs", type=int, default=1, help="notebooks at once with the local executor")
+        p.add_argument("--jobs", type=int, default=1,
+                       help="jobs at once with the local executor (runs, then notebooks), each with cores/jobs threads")
+        p.add_argument("--runs-per-gpu", type=int, default=1,
+                       help="pack this many runs that no other run needs into one job, as processes sharing its GPU")
         p.add_argument("--slurm-partition", default=None)
-        p.add_argument("--slurm-gpus", type=int, default=1)
-        p.add_argument("--slurm-cpus", type=int, default=8)
-        p.add_argument("--timeout-min", type=int, default=24 * 60)
+        p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job (0: CPU jobs)")
+        p.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (and torch threads)")
+        p.add_argument("--timeout-min", type=int, default=None,
+                       help="the most minutes a job may ask for (default: the partition's limit, else 24 h); each "
+                            "job asks for twice its planned time plus 10 min, and a longer run resumes in requeued "
+                            "jobs")
         p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("plan", help="what `reproduce` would do: each notebook's runs, their state, the time here")

@@ -6,7 +6,8 @@ run shared by two notebooks is one folder and is counted once). For each run the
 * its state: ``finished`` (with weights), ``record`` (metrics and cached analyses, no weights), ``stopped``
   after epoch k (resumed from there), or ``missing``;
 * what the batch does with it: ``reuse`` (finished), ``render`` (a record the tables are rebuilt from),
-  ``train`` (missing, stopped, or a record whose weights a notebook loads: its last status says so);
+  ``train`` (missing, stopped, or a record whose weights a notebook loads: its last status says so), or
+  ``wait`` (a job submitted earlier, still ``queued`` or ``running``, trains it: ``memlib.cluster``);
 * its cost in floating-point operations, from the model's FLOPs per example (counted once per architecture)
   times the examples times the passes (``run_flops``), shown as time on this machine (its FLOP rate measured
   on one PGD-AT step of the quick model, one thread) and as hours on one H100 (the rate of the committed
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memlib.cluster import JOB_FILE, live_state, read_job, slurm_states
 from memlib.config import MemlibError, RunConfig
 from memlib.io import read_json
 from memlib.runs import read_metrics, run_state
@@ -44,6 +46,9 @@ class RunPlan:
     needs: list[str] = field(default_factory=list)  # runs whose checkpoints it starts from or distills
     flops: float = 0.0  # the whole run: training, per-epoch evaluation, its notebooks' evaluations
     recorded_seconds: float | None = None  # training time in its records
+    job: str | None = None  # queued | running: a job submitted earlier trains it (``job_id``)
+    job_id: str | None = None
+    cfg: RunConfig | None = field(default=None, repr=False, compare=False)  # its declared config
 
     @property
     def flops_to_go(self) -> float:
@@ -68,6 +73,15 @@ def plan_tier(project: Path, tier: str, names: list[str], records_only: bool = F
     """The plans of notebooks ``names``; a run shared by several is one ``RunPlan`` object in each."""
     shared: dict[str, RunPlan] = {}
     plans = [plan_notebook(project, tier, name, records_only, shared) for name in names]
+    jobs = {rel: read_job(Path(project) / rel / JOB_FILE) for rel in shared}
+    states = slurm_states([j.get("job_id") for j in jobs.values() if j.get("executor") == "slurm"])
+    for rel, job in jobs.items():
+        live = live_state(job, states)
+        if live:
+            r = shared[rel]
+            r.job, r.job_id = live, str(job["job_id"])
+            if r.action == "train":
+                r.action = "wait"
     return plans
 
 
@@ -121,7 +135,7 @@ def _run_plan(project: Path, rel: str, cfg: RunConfig | None) -> RunPlan:
         cfg = read_run(run_dir)[0]
     seconds = sum(m.get("time", 0.0) for m in metrics) if metrics else None
     return RunPlan(rel, state, "render", done, cfg.epochs if cfg else 0, flops=run_flops(cfg) if cfg else 0.0,
-                   recorded_seconds=seconds)
+                   recorded_seconds=seconds, cfg=cfg)
 
 
 # --- cost ------------------------------------------------------------------------------------------------
@@ -266,14 +280,17 @@ def describe(plans: list[NotebookPlan], rate: float | None, gpu: float | None = 
         if not nb.known:
             lines.append(f"  {nb.name}: no declared experiment or earlier execution: runs known once it runs")
             continue
-        by = {a: [r for r in nb.runs if r.action == a] for a in ("reuse", "render", "train")}
+        by = {a: [r for r in nb.runs if r.action == a] for a in ("reuse", "render", "train", "wait")}
         lines.append(f"  {nb.name}: {len(nb.runs)} run(s) ({cost(sum(r.flops for r in nb.runs))} in all): "
                      f"{len(by['reuse'])} reused with weights, {len(by['render'])} re-rendered from records, "
-                     f"{len(by['train'])} to train; estimated {_duration(estimate(nb, rate, jobs))}")
-        for r in nb.runs if verbose else by["train"]:
+                     f"{len(by['train'])} to train" + (f", {len(by['wait'])} in jobs already submitted" if by["wait"]
+                                                       else "") + f"; estimated {_duration(estimate(nb, rate, jobs))}")
+        for r in nb.runs if verbose else by["train"] + by["wait"]:
             state = {"finished": "finished with weights", "record": "record only",
                      "stopped": f"stopped after epoch {r.epochs_done} of {r.epochs}", "missing": "missing",
                      "damaged": "damaged record"}[r.state]
+            if r.job:
+                state = f"{r.job} as job {r.job_id}, {state}"
             shared = f"; also in {', '.join(n for n in r.notebooks if n != nb.name)}" if len(r.notebooks) > 1 else ""
             lines.append(f"      {r.action} {Path(r.path).name} ({state}{shared}): {cost(r.flops_to_go)}")
     t = totals(plans)

@@ -3,9 +3,11 @@
 ``python -m memlib reproduce --tier quick`` runs each ``notebooks/<name>.ipynb`` that has a parameter file
 ``params/<name>/<tier>.yaml``, with those parameters plus ``tier``, ``interactive=False`` and ``force``.
 Notebooks train their runs through memlib (finished runs are reused, so a second call is fast) and write
-tables and figures through ``memlib.report.Outputs``. Each notebook is one job for a submitit executor:
-local processes by default, Slurm with ``--executor slurm``, or in this process with ``--executor inline``.
-A failing notebook stops nothing else; the report lists it with the failing cell's error.
+tables and figures through ``memlib.report.Outputs``. The batch is a graph of jobs (``memlib.jobs``): one
+per run to train, after the runs it needs, then one per notebook, after its runs, which only renders. The
+jobs run as local processes by default, as Slurm jobs with ``--executor slurm``, or in this process with
+``--executor inline``. A failing job stops only what needs it; the report lists failed runs and notebooks with
+their errors.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from memlib.cluster import JOB_FILE, read_job
 from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from memlib.plan import describe, estimate, gpu_rate, measure_rate, plan_tier
+from memlib.jobs import build_graph, describe_graph, run_graph
+from memlib.plan import describe, gpu_rate, measure_rate, plan_tier
 from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
 from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
 
@@ -239,7 +243,7 @@ def normalize_notebook(path: Path, project: Path) -> None:
 
 def run_batch(tier: str, only: list[str] | None = None, force: bool = False, executor: str = "local",
               jobs: int = 1, slurm: dict | None = None, project: Path | None = None, log=print,
-              records_only: bool = False, measure: bool = True) -> tuple[Path, list[dict]]:
+              records_only: bool = False, measure: bool = True, runs_per_gpu: int = 1) -> tuple[Path, list[dict]]:
     """Execute the tier's notebooks (all, or ``only``) and write the report; return its path and the
     notebooks' statuses. First the plan: what each notebook reuses, re-renders from records and trains, with
     the time that takes here. ``records_only``: train nothing (``python -m memlib render``)."""
@@ -256,6 +260,9 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
         names = [n for n in names if n in only]
     params = {name: load_params(project, name, tier) for name in names}  # all checked before anything runs
     plans = plan_tier(project, tier, names, records_only)
+    for r in {r.path: r for p in plans for r in p.runs}.values() if force and not records_only else ():
+        if r.action != "wait":  # trained again, from its first epoch
+            r.action, r.epochs_done, r.state = "train", 0, "missing" if r.state == "stopped" else r.state
     # what can be shown at once is shown first: notebooks with nothing to train that share no run with one
     # that trains (a record trained again may change, and they must show the same run)
     training = {r.path for p in plans for r in p.to_train()}
@@ -267,23 +274,31 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     jobs_of = {p.name: int(params[p.name].get("jobs", 1)) for p in plans}
     for line in describe(plans, rate, gpu_rate(project), max(jobs_of.values(), default=1)):
         log(line)
-    # each notebook's share of the bar: its estimate, at least 30 s (a render-only notebook's is its few seconds
-    # of last execution, on which the early ETA would be absurd); whole seconds, so that the bar ends at its total
-    weights = {p.name: round(max(30.0, estimate(p, rate, jobs_of[p.name]) or 60.0)) for p in plans}
-    bar = tqdm(total=sum(weights.values()), unit="s", desc=f"{tier} batch", disable=not names,
+    slurm = slurm or {}
+    # the run jobs' planned time where they run: one H100 per job with GPUs, else this machine's rate per thread
+    threads = slurm.get("cpus", 1) if executor == "slurm" else max(1, (os.cpu_count() or 1) // jobs)
+    on_gpu = executor == "slurm" and slurm.get("gpus", 1) > 0 and gpu_rate(project)
+    nodes = build_graph(project, tier, plans, gpu_rate(project) if on_gpu else rate and rate * threads,
+                        runs_per_gpu, force, records_only)
+    for line in describe_graph(nodes, project):
+        log(line)
+    # each job's share of the bar: its estimate, at least 30 s (a render-only notebook's is its few seconds of
+    # last execution, on which the early ETA would be absurd); whole seconds, so that the bar ends at its total
+    weights = {k: round(max(30.0 if n.kind == "notebook" else 1.0, n.seconds or 60.0)) for k, n in nodes.items()}
+    bar = tqdm(total=sum(weights.values()), unit="s", desc=f"{tier} batch", disable=not nodes,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} estimated s [{elapsed}<{remaining}]")
+    statuses = {}
 
-    def done(status: dict) -> None:
-        bar.update(weights[status["notebook"]])
-        bar.write(_status_line(status))
+    def done(node) -> None:
+        bar.update(weights[node.key])
+        if node.kind == "notebook":
+            statuses[node.notebook] = _notebook_status(project, tier, node, records_only)
+            bar.write(_status_line(statuses[node.notebook]))
+        elif node.outcome != "ok":
+            bar.write(f"  {node.key}: {node.outcome.upper()} — {node.error}")
 
-    if executor == "inline":
-        statuses = []
-        for name in names:
-            statuses.append(execute(str(project), name, tier, force, records_only))
-            done(statuses[-1])
-    else:
-        statuses = _submit(project, names, tier, force, records_only, executor, jobs, slurm or {}, done)
+    run_graph(project, tier, nodes, execute, executor, jobs, slurm, force, records_only, done)
+    statuses = [statuses[n] for n in names if n in statuses]
     bar.close()
     report = write_report(project, tier)
     failed = [s["notebook"] for s in statuses if not s["ok"]]
@@ -300,37 +315,17 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     return report, statuses
 
 
-def _submit(project, names, tier, force, records_only, executor, jobs, slurm, done) -> list[dict]:
-    import submitit
-
-    folder = project / "outputs" / tier / ".submitit"
-    if executor == "local":
-        ex = submitit.LocalExecutor(folder=str(folder))
-        ex.update_parameters(timeout_min=slurm.get("timeout_min", 24 * 60))
-    elif executor == "slurm":
-        ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        ex.update_parameters(timeout_min=slurm.get("timeout_min", 24 * 60), slurm_partition=slurm.get("partition"),
-                             gpus_per_node=slurm.get("gpus", 1), cpus_per_task=slurm.get("cpus", 8),
-                             name=f"memlib-{tier}")
-        jobs = len(names)  # the scheduler queues them
-    else:
-        raise ConfigError(f"unknown executor {executor!r}; choose local, slurm or inline")
-    statuses, pending = [], list(names)
-    while pending:
-        wave, pending = pending[:jobs], pending[jobs:]
-        submitted = [(name, ex.submit(execute, str(project), name, tier, force, records_only)) for name in wave]
-        for name, job in submitted:
-            try:
-                status = job.result()
-            except Exception as exc:  # the job itself died (killed, out of memory, scheduler error)
-                status = {"notebook": name, "tier": tier, "ok": False, "seconds": 0.0, "started": _now(),
-                          "error": f"job failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"}
-                out = project / "outputs" / tier
-                _fail(out, name, status)
-                atomic_write_json(_status_path(out, name, records_only), status)
-            statuses.append(status)
-            done(status)
-    return statuses
+def _notebook_status(project: Path, tier: str, node, records_only: bool) -> dict:
+    """A notebook job's status: what ``execute`` returned, or, for a job that failed or was cancelled before
+    it could say, a failure that keeps the last good outputs."""
+    if node.outcome == "ok" and isinstance(node.result, dict):
+        return node.result
+    status = {"notebook": node.notebook, "tier": tier, "ok": False, "seconds": 0.0, "started": _now(),
+              "error": node.error or "job failed"}
+    out = project / "outputs" / tier
+    _fail(out, node.notebook, status)
+    atomic_write_json(_status_path(out, node.notebook, records_only), status)
+    return status
 
 
 def _status_line(s: dict) -> str:
@@ -345,6 +340,16 @@ def _now() -> str:
 def _training_minutes(project: Path, manifest: dict) -> float:
     """Sum of the per-epoch times of a notebook's runs (what training them cost, whenever it happened)."""
     return sum(m.get("time", 0) for run in manifest.get("runs", []) for m in read_metrics(project / run)) / 60
+
+
+def _failed_runs(out: Path) -> list[tuple[str, dict]]:
+    """The tier's runs whose last job failed or was cancelled, and that are not finished since."""
+    found = []
+    for path in sorted((out / "runs").glob(f"*/{JOB_FILE}")):
+        job = read_job(path)
+        if job.get("state") in ("failed", "cancelled") and run_state(path.parent)[0] != "finished":
+            found.append((path.parent.name, job))
+    return found
 
 
 def write_report(project: Path, tier: str) -> Path:
@@ -375,6 +380,12 @@ def write_report(project: Path, tier: str) -> Path:
         lines.append(f"| [{name}](notebooks/{name}.ipynb) | {state} | "
                      f"{len(m.get('runs', []))} ({train_time.get(name, 0):.1f} min) | {len(m.get('tables', []))} | "
                      f"{len(m.get('figures', []))} |")
+    failed_runs = _failed_runs(out)
+    if failed_runs:
+        lines += ["", "Runs whose job did not succeed (the notebooks that need them are not executed):", "",
+                  "| Run | Job | Error |", "|---|---|---|"]
+        lines += [f"| {name} | {job.get('executor', '?')} {job.get('job_id', '')} ({job.get('state')}) | "
+                  f"{str(job.get('error')).replace('|', '/')} |" for name, job in failed_runs]
     for name, m in manifests.items():
         lines += ["", f"## {name}", ""]
         s = statuses.get(name, {})

@@ -246,8 +246,8 @@ def _reuse_or_clear(cfg: RunConfig, run_dir: Path, force: bool, retrain: bool, l
                                  f"read here; `python -m memlib reproduce --tier <tier>` trains it")
     if force and run_dir.exists():
         with _lock(run_dir):  # before anything is deleted: a run another process is training keeps its files
-            for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike
-                if path.is_file() and path.name != ".lock":
+            for path in run_dir.iterdir():  # checkpoints, snapshots, metrics and cached analyses alike; not the
+                if path.is_file() and not path.name.startswith("."):  # lock, nor the job file of the job training it
                     path.unlink()
             shutil.rmtree(run_dir / "record", ignore_errors=True)
     if retrain or not is_finished(run_dir):
