@@ -54,7 +54,7 @@ def _reproduce(args) -> int:
     from memlib.reproduce import run_batch
 
     only = [n.strip() for n in args.only.split(",")] if args.only else None
-    if args.jobs < 1:  # a wave of 0 notebooks would never end
+    if args.jobs is not None and args.jobs < 1:  # 0 jobs at a time would never end
         raise ConfigError(f"--jobs must be >= 1; got {args.jobs}")
     from memlib.cluster import partition_minutes
 
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--force", action="store_true", help="retrain runs even when finished ones exist")
         p.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
                        help="submitit local processes (default), Slurm jobs, or this process")
-        p.add_argument("--jobs", type=int, default=1,
-                       help="jobs at once with the local executor (runs, then notebooks), each with cores/jobs threads")
+        p.add_argument("--jobs", type=int, default=None,
+                       help="jobs at once with the local executor (runs, then notebooks), each with cores/jobs "
+                            "threads (default: the notebooks' own `jobs` parameter, 2 in the quick tier)")
         p.add_argument("--runs-per-gpu", type=int, default=1,
                        help="pack this many runs that no other run needs into one job, as processes sharing its GPU")
         p.add_argument("--slurm-partition", default=None)

@@ -16,6 +16,7 @@ submitted earlier that still lives (``memlib.cluster``) is waited for, not submi
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -225,17 +226,26 @@ def run_graph(project: Path, tier: str, nodes: dict[str, Node], notebook_fn, exe
             if not node.external and not node.needs:
                 arrays.setdefault((node.kind, time_limit(node.seconds, cap)), []).append(node)
         for (kind, minutes), group in arrays.items():
-            _submit_array(project, ex, group, minutes, [work(n) for n in group])
+            try:
+                _submit_array(project, ex, group, minutes, [work(n) for n in group])
+            except Exception as exc:  # sbatch refused it (a wrong partition, a limit): a failure like any other
+                for node in group:
+                    node.outcome, node.error = "failed", f"could not submit its job: {_one_line(exc)}"
     while waiting or running:
         for node in list(waiting):
             ours = sum(not n.external for n in running)
-            if _cancel_if_needed(node, nodes):
+            if _cancel_if_needed(node, nodes) or node.outcome == "failed":
                 waiting.remove(node)
                 _settle(project, node, done)
+                _cancel_dependents(node, nodes)
             elif node.external or executor == "slurm" or (
                     ours < jobs and all(nodes[k].outcome == "ok" for k in node.needs)):
                 if not node.external and node.job is None:
-                    _submit(project, ex, executor, node, nodes, slurm, work(node))
+                    try:
+                        _submit(project, ex, executor, node, nodes, slurm, work(node))
+                    except Exception as exc:
+                        node.outcome, node.error = "failed", f"could not submit its job: {_one_line(exc)}"
+                        continue
                 waiting.remove(node)
                 running.append(node)
         states = slurm_states([n.job_id for n in running]) if executor == "slurm" else {}
@@ -256,6 +266,9 @@ def _executor(project: Path, tier: str, executor: str, slurm: dict, requeues: in
     folder = project / "outputs" / tier / ".submitit"
     if executor == "local":
         return submitit.LocalExecutor(folder=str(folder))
+    # submitit asks sacct for states, which a cluster without accounting refuses, warning at each check; the
+    # states here come from squeue and the jobs' own files
+    logging.getLogger("submitit").setLevel(logging.ERROR)
     ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=requeues)
     ex.update_parameters(slurm_partition=slurm.get("partition"), gpus_per_node=slurm.get("gpus", 1),
                          cpus_per_task=slurm.get("cpus", 8))
@@ -295,7 +308,7 @@ def _submit(project: Path, ex, executor: str, node: Node, nodes: dict, slurm: di
     minutes = time_limit(node.seconds, cap)
     _write_submitted(project, node, executor)
     if executor == "slurm":
-        deps = [nodes[k].job_id for k in sorted(node.needs) if nodes[k].outcome is None]
+        deps = [nodes[k].job_id for k in sorted(node.needs) if nodes[k].outcome is None and nodes[k].job_id]
         extra = {"dependency": "afterok:" + ":".join(deps), "kill-on-invalid-dep": "yes"} if deps else {}
         ex.update_parameters(timeout_min=minutes, name=f"memlib {node.key}", slurm_additional_parameters=extra)
     else:

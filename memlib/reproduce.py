@@ -242,11 +242,12 @@ def normalize_notebook(path: Path, project: Path) -> None:
 
 
 def run_batch(tier: str, only: list[str] | None = None, force: bool = False, executor: str = "local",
-              jobs: int = 1, slurm: dict | None = None, project: Path | None = None, log=print,
+              jobs: int | None = None, slurm: dict | None = None, project: Path | None = None, log=print,
               records_only: bool = False, measure: bool = True, runs_per_gpu: int = 1) -> tuple[Path, list[dict]]:
     """Execute the tier's notebooks (all, or ``only``) and write the report; return its path and the
     notebooks' statuses. First the plan: what each notebook reuses, re-renders from records and trains, with
-    the time that takes here. ``records_only``: train nothing (``python -m memlib render``)."""
+    the time that takes here. ``records_only``: train nothing (``python -m memlib render``). ``jobs``: jobs at
+    once with the local executor (default: the most any of the notebooks' parameters ask for)."""
     if tier not in TIERS:
         raise ConfigError(f"unknown tier {tier!r}; choose one of: {', '.join(TIERS)}")
     project = project or project_root()
@@ -272,7 +273,8 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     what = "re-render from records (nothing is trained)" if records_only else "reproduce"
     log(f"{what} --tier {tier}: {len(names)} notebook(s) with the {executor} executor. The plan:")
     jobs_of = {p.name: int(params[p.name].get("jobs", 1)) for p in plans}
-    for line in describe(plans, rate, gpu_rate(project), max(jobs_of.values(), default=1)):
+    jobs = jobs or max(jobs_of.values(), default=1)  # by default the parallelism the tier's notebooks declare
+    for line in describe(plans, rate, gpu_rate(project), jobs):
         log(line)
     slurm = slurm or {}
     # the run jobs' planned time where they run: one H100 per job with GPUs, else this machine's rate per thread

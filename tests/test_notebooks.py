@@ -129,14 +129,16 @@ def test_smoke_tier_writes_every_promised_table_and_figure():
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     assert not changed, f"re-executing unchanged results changed: {changed}"
     assert {p.name for p in out.iterdir()} <= {"REPORT.md", "runs", "tables", "figures", "manifest", "notebooks",
-                                               "status", ".staging", ".failed", ".render", ".submitit"}
+                                               "status", ".jobs", ".staging", ".failed", ".render", ".submitit"}
 
 
 def _snapshot(out: Path) -> dict:
-    """Every file the batch keeps under ``out`` (status files and scratch folders aside), by content."""
-    skip = ("status", ".staging", ".failed", ".render", ".submitit")
+    """Every file the batch keeps under ``out`` (status and job files, which hold times, and scratch folders
+    aside), by content."""
+    skip = ("status", ".jobs", ".staging", ".failed", ".render", ".submitit")
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.relative_to(out).parts[0] not in skip and not p.name.endswith((".pt", ".lock"))}
+            if p.is_file() and p.relative_to(out).parts[0] not in skip
+            and not p.name.endswith((".pt", ".lock", ".job.json"))}
 
 
 def _figure_project(tmp_path: Path) -> Path:

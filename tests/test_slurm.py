@@ -109,7 +109,7 @@ def test_a_second_batch_while_jobs_are_queued_submits_no_duplicates(cluster, pro
 
 
 def _queued(cluster) -> list[str]:
-    return sorted(cluster.run("squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%i").split())
+    return sorted(cluster.run("squeue", "--noheader", "--array", "--states=PENDING,RUNNING", "--format=%i").split())
 
 
 def test_a_signalled_run_is_requeued_and_resumes_to_the_same_metrics(cluster, project, tiny_cfg, tmp_path,
@@ -159,3 +159,15 @@ def test_a_failed_run_cancels_only_the_jobs_that_need_it(project, tiny_cfg, tmp_
     assert jobs[teacher.path]["state"] == "failed" and "torchvision" in jobs[teacher.path]["error"]
     assert jobs[student.path]["state"] == "cancelled" and not jobs[student.path].get("starts")  # never started
     assert jobs[alone.path]["state"] == "ok" and read_metrics(project / alone.path)
+
+
+def test_a_job_slurm_refuses_is_a_failure_with_sbatchs_reason(project, tiny_cfg):
+    from test_jobs import _plan
+
+    run = _plan(project, tiny_cfg(out_dir=str(project / "outputs" / "smoke" / "runs"), epochs=1))
+    nodes = build_graph(project, "smoke", [NotebookPlan("nb", True, [run])], rate=1e9)
+    run_graph(project, "smoke", nodes, None, "slurm", slurm={**_slurm(), "partition": "no-such-partition"})
+    node = nodes[f"run {Path(run.path).name}"]
+    assert node.outcome == "failed" and "could not submit its job" in node.error and "partition" in node.error
+    assert nodes["notebook nb"].outcome == "cancelled"
+    assert read_job(project / run.path / JOB_FILE)["state"] == "failed"
