@@ -31,6 +31,7 @@ from memlib.plan import NotebookPlan, RunPlan
 
 MARGIN, OVERHEAD_MIN = 2.0, 10  # a job's time limit: twice its planned time, plus start-up and evaluation
 POLL_S = 1.0
+RESULT_GRACE_S = 30.0  # how long after Slurm says a job ended its result may still appear
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Node:
     outcome: str | None = None  # ok | failed | cancelled
     error: str | None = None
     result: object = None
+    ended_since: float | None = None  # when Slurm first listed its job as ended
 
 
 def job_file(project: Path, tier: str, notebook: str) -> Path:
@@ -338,9 +340,10 @@ def _collect(project: Path, node: Node, executor: str, states: dict) -> bool:
             node.outcome, node.error = "failed", _job_error(project, node, exc)
         return True
     if executor == "slurm" and states.get(node.job_id) not in LIVE:
-        time.sleep(POLL_S)  # its result may land just after Slurm lists it as ended
-        if job.paths.result_pickle.exists():
-            return _collect(project, node, executor, states)
+        # its result may land after Slurm lists it as ended (a shared file system shows new files late)
+        node.ended_since = node.ended_since or time.time()
+        if time.time() - node.ended_since < RESULT_GRACE_S:
+            return False
         state = states.get(node.job_id, "and is no longer listed")
         node.outcome, node.error = "failed", f"Slurm job {node.job_id} ended {state} without a result (its log: " \
                                              f"{os.path.relpath(job.paths.stderr, project)})"
