@@ -198,13 +198,13 @@ def run_graph(project: Path, tier: str, nodes: dict[str, Node], notebook_fn, exe
     if executor not in ("inline", "local", "slurm"):
         raise ConfigError(f"unknown executor {executor!r}; choose local, slurm or inline")
     slurm = slurm or {}
-    threads = {"inline": None, "local": max(1, (os.cpu_count() or 1) // max(1, jobs)), "slurm": slurm.get("cpus")}
+    threads = job_threads(executor, jobs, slurm)
     nb_force = force and records_only  # with force the run jobs train again; the notebooks only render
 
     def work(node: Node) -> tuple:
         if node.kind == "run":
             runs = [(r.path, r.cfg.to_dict() if r.cfg else None) for r in node.runs]
-            return TrainRuns(), str(project), runs, force, threads[executor], executor == "inline"
+            return TrainRuns(), str(project), runs, force, threads, executor == "inline"
         return run_notebook, notebook_fn, str(project), node.notebook, tier, nb_force, records_only
 
     if executor == "inline":
@@ -260,6 +260,14 @@ def run_graph(project: Path, tier: str, nodes: dict[str, Node], notebook_fn, exe
         if waiting or running:
             time.sleep(POLL_S)
     return nodes
+
+
+def job_threads(executor: str, jobs: int, slurm: dict) -> int | None:
+    """torch threads of a run job: the job's CPUs on Slurm, the cores shared by ``jobs`` local jobs, and
+    whatever the calling process has inline (None)."""
+    if executor == "slurm":
+        return slurm.get("cpus", 1)
+    return max(1, (os.cpu_count() or 1) // max(1, jobs)) if executor == "local" else None
 
 
 def _executor(project: Path, tier: str, executor: str, slurm: dict, requeues: int):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from memlib.cluster import JOB_FILE, read_job
 from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from memlib.jobs import build_graph, describe_graph, run_graph
+from memlib.jobs import build_graph, describe_graph, job_threads, run_graph
 from memlib.plan import describe, gpu_rate, measure_rate, plan_tier
 from memlib.report import STAGE_VARIABLE, TIERS, WEIGHTS_FILE, rebuild_table
 from memlib.runs import WeightsUnavailable, code_version, project_root, read_metrics, run_state
@@ -278,7 +278,7 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
         log(line)
     slurm = slurm or {}
     # the run jobs' planned time where they run: one H100 per job with GPUs, else this machine's rate per thread
-    threads = slurm.get("cpus", 1) if executor == "slurm" else max(1, (os.cpu_count() or 1) // jobs)
+    threads = job_threads(executor, jobs, slurm) or max(1, (os.cpu_count() or 1) // jobs)
     on_gpu = executor == "slurm" and slurm.get("gpus", 1) > 0 and gpu_rate(project)
     nodes = build_graph(project, tier, plans, gpu_rate(project) if on_gpu else rate and rate * threads,
                         runs_per_gpu, force, records_only)
