@@ -3,7 +3,10 @@
 * ``pgd``: projected gradient ascent (Madry et al. 2018; the paper's Eq. 2) under the l-inf or l2 threat
   model, on any per-example objective (``ce``, TRADES's ``kl``, the C&W ``margin``), with random start
   and restarts. Random starts follow the authors' code: uniform in the l-inf ball for PGD-AT and for
-  evaluation, ``0.001 * N(0, 1)`` for the TRADES attack and for the l2 threat model.
+  evaluation, ``0.001 * N(0, 1)`` for the TRADES attack and for the l2 threat model. ``clamp_start``
+  (default) puts x + start into [0, 1] before the first step; the authors do so only in their Sec. 3
+  PGD-AT, not in PGD+TE, TRADES or evaluation (``clamp_start=False``; the configs' ``clamp_start`` and
+  ``eval_clamp_start``).
 * ``fgsm``: FGSM with a uniform random start ("fast AT", Wong et al. 2020), i.e. one PGD step.
 * ``autoattack``: the standard AutoAttack through the real package (``autoattack`` or ``pyautoattack``).
 
@@ -67,17 +70,20 @@ def margin_objective(y: torch.Tensor) -> Objective:
 
 # --- PGD ----------------------------------------------------------------------------------------
 
+def _ball(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project onto the eps-ball."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
+
+
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project onto the eps-ball and keep x + delta in [0, 1]."""
-    if norm == "linf":
-        delta = delta.clamp(-eps, eps)
-    else:
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * (eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
-    return (x + delta).clamp(0, 1) - x
+    return (x + _ball(delta, eps, norm)).clamp(0, 1) - x
 
 
-def _start(x: torch.Tensor, eps: float, norm: str, start: str) -> torch.Tensor:
+def _start(x: torch.Tensor, eps: float, norm: str, start: str, clamp: bool = True) -> torch.Tensor:
     if start == "uniform":
         if norm != "linf":
             raise ValueError("a uniform start is defined for the l-inf ball only")
@@ -88,15 +94,18 @@ def _start(x: torch.Tensor, eps: float, norm: str, start: str) -> torch.Tensor:
         delta = torch.zeros_like(x)
     else:
         raise ValueError(f"unknown start {start!r}; choose uniform, normal or zero")
-    return _project(delta, x, eps, norm)
+    # unclamped (the authors' PGD+TE, TRADES and evaluation), the first gradient may be taken outside [0, 1]
+    return _project(delta, x, eps, norm) if clamp else _ball(delta, eps, norm)
 
 
 def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, alpha: float, steps: int,
-        norm: str = "linf", start: str | None = None, restarts: int = 1, fold_bn: bool = True) -> torch.Tensor:
+        norm: str = "linf", start: str | None = None, restarts: int = 1, fold_bn: bool = True,
+        clamp_start: bool = True) -> torch.Tensor:
     """PGD (Eq. 2): ``steps`` ascent steps on ``objective`` from a random start, projected onto
     {x' : ||x' - x||_p <= eps} and [0, 1]. l-inf steps along the gradient's sign; l2 steps along the
     gradient divided by its l2 norm. With ``restarts`` > 1, each example keeps the restart with the
-    highest final objective. ``start`` defaults to "uniform" for l-inf and "normal" for l2."""
+    highest final objective. ``start`` defaults to "uniform" for l-inf and "normal" for l2; ``clamp_start``
+    puts x + start into [0, 1] (every step's result is in [0, 1] either way)."""
     if norm not in ("linf", "l2"):
         raise ValueError(f"unknown norm {norm!r}; choose linf or l2")
     start = start or ("uniform" if norm == "linf" else "normal")
@@ -105,7 +114,7 @@ def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, 
     with eval_mode(model):
         net = folded_view(model) if fold_bn else model
         for _ in range(restarts):
-            delta = _start(x, eps, norm, start)
+            delta = _start(x, eps, norm, start, clamp_start)
             for _ in range(steps):
                 delta.requires_grad_(True)
                 loss = objective(net(x + delta)).sum()
@@ -126,11 +135,11 @@ def pgd(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, 
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, objective: Objective, *, eps: float, alpha: float,
-         norm: str = "linf", fold_bn: bool = True) -> torch.Tensor:
+         norm: str = "linf", fold_bn: bool = True, clamp_start: bool = True) -> torch.Tensor:
     """FGSM with random initialization (Wong et al. 2020, "fast AT"): one PGD step of size ``alpha``
     (they use 1.25 * eps) from a uniform start."""
     return pgd(model, x, objective, eps=eps, alpha=alpha, steps=1, norm=norm,
-               start="uniform" if norm == "linf" else "normal", fold_bn=fold_bn)
+               start="uniform" if norm == "linf" else "normal", fold_bn=fold_bn, clamp_start=clamp_start)
 
 
 # --- AutoAttack ---------------------------------------------------------------------------------
@@ -190,7 +199,8 @@ def parse_attack(spec: str) -> tuple[str, int]:
 
 
 def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: str, *, eps: float, alpha: float,
-           norm: str = "linf", restarts: int = 1, batch_size: int = 500, fold_bn: bool = True) -> torch.Tensor:
+           norm: str = "linf", restarts: int = 1, batch_size: int = 500, fold_bn: bool = True,
+           clamp_start: bool = True) -> torch.Tensor:
     """Adversarial examples for an evaluation attack spec (see ``parse_attack``)."""
     kind, steps = parse_attack(spec)
     if kind == "natural":
@@ -198,4 +208,5 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: str, *, eps
     if kind == "autoattack":
         return autoattack(model, x, y, eps=eps, norm=norm, batch_size=batch_size, fold_bn=fold_bn)
     objective = ce_objective(y) if kind == "pgd" else margin_objective(y)
-    return pgd(model, x, objective, eps=eps, alpha=alpha, steps=steps, norm=norm, restarts=restarts, fold_bn=fold_bn)
+    return pgd(model, x, objective, eps=eps, alpha=alpha, steps=steps, norm=norm, restarts=restarts, fold_bn=fold_bn,
+               clamp_start=clamp_start)

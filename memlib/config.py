@@ -92,6 +92,9 @@ class RunConfig:
     alpha: float = 2 / 255  # attack step size
     steps: int = 10  # attack steps during training
     train_attack: str = "pgd"  # pgd | fgsm (FGSM with random init, "fast AT"; uses alpha as its step)
+    clamp_start: bool = True  # put x + the attack's random start into [0, 1] before its first step. The authors
+    # do so in their Sec. 3 PGD-AT only, not in PGD+TE or TRADES; the paper tier sets theirs (this default keeps
+    # the identity of runs made before the key existed)
     trades_beta: float = 6.0  # beta of TRADES, Eq. 3
     label_smoothing: float = 0.0  # smoothing of the one-hot targets in the training CE (PGD-AT+LS uses e.g. 0.1)
     gamma_ramp_epochs: int = 50  # Eq. 6: gamma grows linearly from 0 (epoch 1) to 1 over this many epochs
@@ -125,6 +128,8 @@ class RunConfig:
 
     # --- per-epoch evaluation -----------------------------------------------------------------
     eval_steps: int = 10  # PGD-k (CE, random start) used for the robust accuracies logged each epoch
+    eval_clamp_start: bool = True  # clamp_start for the evaluation attacks (per epoch and memlib.evaluate); the
+    # authors' evaluation does not clamp
     train_eval_subset: int = 0  # training examples (fixed, class-balanced) for train natural/robust acc; 0 = all
     eval_every: int = 1  # evaluate every k epochs (and always at the last); best checkpoint among evaluated epochs
     eval_batch_size: int = 512  # batch size of evaluation attacks

@@ -20,7 +20,8 @@ TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
 
 def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: str = "natural", *,
             eps: float, alpha: float, norm: str = "linf", batch_size: int = 512, amp: bool = False,
-            memory_format: torch.memory_format = torch.contiguous_format, fold_bn: bool = True) -> torch.Tensor:
+            memory_format: torch.memory_format = torch.contiguous_format, fold_bn: bool = True,
+            clamp_start: bool = True) -> torch.Tensor:
     """Predicted classes of ``images`` (uint8 or float in [0, 1]) under the attack ``spec``, eval mode (with
     BatchNorm folded into the convolutions when ``fold_bn``, see ``memlib.attacks``)."""
     preds = []
@@ -34,7 +35,7 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             try:
                 x_adv = attack(model, x, y, spec, eps=eps, alpha=alpha, norm=norm, batch_size=batch_size,
-                               fold_bn=fold_bn)
+                               fold_bn=fold_bn, clamp_start=clamp_start)
             except ImportError as exc:  # AutoAttack not installed: the one line, as a config error
                 raise ConfigError(str(exc)) from None
             with torch.no_grad(), eval_mode(model):
@@ -99,7 +100,8 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
         torch.manual_seed(seed)
         t0 = time.time()
         acc = accuracy(model, images, labels, spec, eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm,
-                       batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt, fold_bn=cfg.fold_bn)
+                       batch_size=batch_size, amp=uses_amp(cfg, dev), memory_format=fmt, fold_bn=cfg.fold_bn,
+                       clamp_start=cfg.eval_clamp_start)
         log(f"{run.dir.name} {which} (epoch {state.get('epoch')}) {spec}: {100 * acc:.2f}%")
         return {"acc": acc, "epoch": state.get("epoch"), "seconds": time.time() - t0, "n": len(labels),
                 "data_source": run.record["data_source"]}

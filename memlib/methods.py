@@ -38,7 +38,8 @@ from memlib.config import WEIGHT_KEYS, ConfigError, MethodSettings, RunConfig
 @dataclass
 class Step:
     loss: torch.Tensor
-    logits: torch.Tensor
+    logits: torch.Tensor  # of the inputs trained on (adversarial for AT): the training batches' accuracy
+    logits_nat: torch.Tensor | None = None  # of the clean (augmented) batch, where the loss computes them
 
 
 @dataclass
@@ -57,9 +58,10 @@ class Context:
         """The training attack of the config (PGD-k, or FGSM with random init)."""
         c = self.cfg
         if c.train_attack == "fgsm":
-            return fgsm(model, x, objective, eps=c.eps, alpha=c.alpha, norm=c.norm, fold_bn=c.fold_bn)
+            return fgsm(model, x, objective, eps=c.eps, alpha=c.alpha, norm=c.norm, fold_bn=c.fold_bn,
+                        clamp_start=c.clamp_start)
         return pgd(model, x, objective, eps=c.eps, alpha=c.alpha, steps=c.steps, norm=c.norm, start=start,
-                   fold_bn=c.fold_bn)
+                   fold_bn=c.fold_bn, clamp_start=c.clamp_start)
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean training cross-entropy, with the config's label smoothing (Pang et al. 2021 when > 0)."""
@@ -269,7 +271,7 @@ def te_metrics(ctx: Context) -> dict:
 def standard(model, x, y, idx, ctx: Context) -> Step:
     """Standard training (ST): cross-entropy on natural examples."""
     logits = model(x)
-    return Step(ctx.ce(logits, y), logits)
+    return Step(ctx.ce(logits, y), logits, logits)
 
 
 @method("pgd_at")
@@ -289,7 +291,8 @@ def trades(model, x, y, idx, ctx: Context) -> Step:
     from x + 0.001 * N(0, I) (authors' code); both terms are differentiated."""
     x_adv = ctx.attack(model, x, kl_objective(clean_probs(model, x)), start="normal")
     logits_nat, logits_adv = model(x), model(x_adv)
-    return Step(ctx.ce(logits_nat, y) + ctx.cfg.trades_beta * trades_kl(logits_nat, logits_adv), logits_adv)
+    return Step(ctx.ce(logits_nat, y) + ctx.cfg.trades_beta * trades_kl(logits_nat, logits_adv), logits_adv,
+                logits_nat)
 
 
 @method("mix", settings=("gamma_ramp_epochs",), check=check_mix, extra_forwards=3,
@@ -332,7 +335,7 @@ def trades_te(model, x, y, idx, ctx: Context) -> Step:
     x_adv = ctx.attack(model, x, lambda z: beta * kl(z) + w * te_term(z, target), start="normal")
     logits_nat, logits_adv = model(x), model(x_adv)
     loss = ctx.ce(logits_nat, y) + beta * trades_kl(logits_nat, logits_adv) + w * te_term(logits_nat, target).mean()
-    return Step(loss, logits_adv)
+    return Step(loss, logits_adv, logits_nat)
 
 
 @method("pgd_at_sat", settings=("sat_momentum", "sat_start"), check=check_sat, soft_labels=True)

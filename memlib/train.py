@@ -190,7 +190,7 @@ def train(cfg: RunConfig, *, force: bool = False, until_epoch: int | None = None
         loader = Loader(data.train_images, data.train_labels, cfg.batch_size, shuffle=True, augment=cfg.augment,
                         generator=generator, memory_format=fmt)
         eval_kw = dict(eps=cfg.eps, alpha=cfg.alpha, norm=cfg.norm, batch_size=cfg.eval_batch_size, amp=amp,
-                       memory_format=fmt, fold_bn=cfg.fold_bn)
+                       memory_format=fmt, fold_bn=cfg.fold_bn, clamp_start=cfg.eval_clamp_start)
         last_epoch = min(cfg.epochs, until_epoch or cfg.epochs)
         bar = tqdm(total=cfg.epochs, initial=start - 1, desc=run_dir.name[:40], unit="epoch",
                    disable=not _progress(cfg))
@@ -362,21 +362,23 @@ def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graph
     model.train()
     if ctx.peer is not None:
         ctx.peer.train()
-    sums = {"loss": 0.0, "correct": 0, "grad_norm": 0.0, "grad_sq_norm": 0.0}
+    sums = {"loss": 0.0, "correct": 0, "nat_correct": None, "grad_norm": 0.0, "grad_sq_norm": 0.0}
     graphed = GraphedStep(model, optimizer, method, ctx, amp) if graphs else None
     pending = None  # (batch number, loss) of the last replay, checked once the next batch is on its way
     n = 0
     for b, (x, y, idx) in enumerate(tqdm(loader, desc=f"epoch {ctx.epoch}", leave=False,
                                          disable=not _progress(ctx.cfg)), 1):
         if graphed is not None and len(y) == loader.batch_size:
-            loss, correct, sq = graphed(x, y, idx, b)
+            loss, correct, sq, nat = graphed(x, y, idx, b)
             if pending is not None:
                 _check_finite(*pending)
             pending = (b, loss) if graphed.graph is not None else None
         else:
-            loss, correct, sq = train_step(model, optimizer, method, ctx, amp, x, y, idx, batch=b)
+            loss, correct, sq, nat = train_step(model, optimizer, method, ctx, amp, x, y, idx, batch=b)
         sums["loss"] += loss * len(y)
         sums["correct"] += correct
+        if nat is not None:
+            sums["nat_correct"] = nat if sums["nat_correct"] is None else sums["nat_correct"] + nat
         sums["grad_sq_norm"] += sq  # the authors' logged quantity: sum of squared gradient norms
         sums["grad_norm"] += sq.sqrt()
         n += len(y)
@@ -387,7 +389,11 @@ def train_epoch(model, optimizer, loader, method, ctx: Context, amp: bool, graph
                       "soft_labels": ctx.soft_labels, **peer})
     if bad is not None:  # a finite loss whose step (or forward, for BatchNorm statistics) left NaN or inf behind
         raise TrainingDiverged(f"non-finite weights or buffers ({bad})", "after its last batch")
-    return {"train_loss": float(sums["loss"]) / n, "train_batch_acc": float(sums["correct"]) / n,
+    # train_batch_acc (and train_batch_nat_acc, where the method computes clean logits): accuracy on the batches
+    # as trained, augmented and, for AT, adversarial: the authors' "training accuracy" (the tables' train_nat_acc
+    # and train_rob_acc are measured after the epoch on un-augmented images, as their Sec. 3 code does)
+    nat = {} if sums["nat_correct"] is None else {"train_batch_nat_acc": float(sums["nat_correct"]) / n}
+    return {"train_loss": float(sums["loss"]) / n, "train_batch_acc": float(sums["correct"]) / n, **nat,
             "grad_norm": float(sums["grad_norm"]) / len(loader),
             "grad_sq_norm": float(sums["grad_sq_norm"]) / len(loader)}
 
@@ -421,7 +427,8 @@ def _floats(obj, prefix: str):
 
 def train_step(model, optimizer, method, ctx: Context, amp: bool, x, y, idx, batch: int | None = None):
     """One training step: the method's loss (its attack included) under bf16 autocast when ``amp``, backward,
-    the squared gradient norm, the optimizer step. Returns (loss, correct, squared grad norm) as tensors.
+    the squared gradient norm, the optimizer step. Returns (loss, correct, squared grad norm, correct on the
+    clean batch or None where the method has no clean logits) as tensors.
     With ``batch`` given, a non-finite loss raises ``TrainingDiverged`` before the step (a sync per batch);
     without it (graph capture) nothing leaves the GPU."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -433,7 +440,8 @@ def train_step(model, optimizer, method, ctx: Context, amp: bool, x, y, idx, bat
     loss.backward()
     sq = torch.stack([p.grad.detach().float().pow(2).sum() for p in model.parameters() if p.grad is not None]).sum()
     optimizer.step()
-    return loss.detach(), (step.logits.detach().argmax(1) == y).sum(), sq
+    nat = None if step.logits_nat is None else (step.logits_nat.detach().argmax(1) == y).sum()
+    return loss.detach(), (step.logits.detach().argmax(1) == y).sum(), sq, nat
 
 
 class GraphedStep:
@@ -481,7 +489,7 @@ class GraphedStep:
             self.y.copy_(y)
             self.idx.copy_(idx)
         self.graph.replay()
-        return tuple(t.clone() for t in self.out)
+        return tuple(None if t is None else t.clone() for t in self.out)
 
 
 def _evaluate_epoch(model, data, train_eval_ids, steps: int, eval_kw: dict) -> dict:

@@ -55,6 +55,8 @@ regularizer_grid: list = ["true|no|no|no", "random|no|no|no", "random|yes|no|no"
 regularizers: dict = dict(weight_decay=2e-4, dropout=0.2)  # the values of Table A.1
 # App. A.1 variants, each trained with PGD-AT and TRADES on random labels: name -> RunConfig changes
 variants: dict = {}
+finding_seeds: list = [0]  # seeds of Fig. 2(a, b)'s random-label runs (F1's interval over seeds)
+attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
 paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
 
 # %%

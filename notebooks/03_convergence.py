@@ -61,6 +61,8 @@ project_dim: int = 0  # Fig. 4(b): random projection of per-example gradients to
 noise_a9: float = 0.8  # Fig. A.9: label noise rate of the PGD-AT vs standard training runs
 gamma_ramp_epochs: int = 2  # Fig. 5: epochs over which Eq. 6's gamma rises from 0 to 1
 variants: dict = {}  # App. A.2: name -> RunConfig changes of PGD-AT on random labels (fast AT, optimizers, eps...)
+finding_seeds: list = [0]  # seeds of the gradient-analysis runs on random labels (F4's and F6's intervals)
+attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
 paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
 
 # %%

@@ -70,6 +70,8 @@ base: dict = {"from": "smoke-sec5"}
 methods: list = ["pgd_at", "trades"]  # Fig. 7(b) (PGD-AT) and Fig. C.1 (TRADES)
 eps_list: list = [1, 8]  # budgets k of the sweep, eps = k/255, attack step eps/4 (8/255 -> 2/255, the paper's)
 seeds: list = [0, 1]  # Fig. 7(c): two PGD-AT runs differing only in the seed (the first sorts the plot)
+sweep_seeds: list = [0]  # seeds of PGD-AT's runs of the sweep (F9's interval over seeds; 0 is the sweep)
+attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
 architectures: list = ["resnet18", "preact_resnet18"]  # Fig. C.2: two PGD-AT runs differing only in the model
 loss_checkpoint: str = "final"  # checkpoint whose adversarial losses are compared: final | best
 loss_eps: int = 8  # budget of the loss's PGD attack, in units of 1/255

@@ -187,6 +187,39 @@ def test_start_distributions() -> None:
         assert torch.equal(a, b)
 
 
+class _Recording(nn.Module):
+    """A model that keeps every input it is called on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach())
+        return self.model(x)
+
+
+def test_unclamped_start_leaves_the_box_but_every_step_returns_to_it() -> None:
+    """clamp_start=False (the authors' PGD+TE, TRADES and evaluation): the first gradient is taken at
+    x + start, outside [0, 1] where x is at 0 or 1; every later point and the result are in [0, 1] and in
+    the ball all the same."""
+    x = _bordered_inputs(8)  # pixels at 0 and at 1
+    obj = ce_objective(torch.zeros(8, dtype=torch.long))
+    for norm, start, eps in (("linf", "uniform", 0.1), ("linf", "normal", 0.1), ("l2", "normal", 0.5)):
+        for clamp in (True, False):
+            model = _Recording(_random_model())
+            torch.manual_seed(1)
+            x_adv = pgd(model, x, obj, eps=eps, alpha=eps / 4, steps=3, norm=norm, start=start,
+                        clamp_start=clamp, fold_bn=False)
+            first, later = model.inputs[0], model.inputs[1:]
+            assert len(later) == 2 and all(z.min() >= 0 and z.max() <= 1 for z in later)
+            assert (first.min() >= 0 and first.max() <= 1) == clamp, (norm, start, clamp)
+            assert x_adv.min() >= 0 and x_adv.max() <= 1
+            delta = (x_adv - x).flatten(1)
+            dist = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+            assert (dist <= eps + 1e-6).all()
+
+
 # --- the PGD step itself, checked by hand -----------------------------------------------------------
 
 def test_fgsm_is_one_hand_computed_pgd_step_from_a_uniform_start(trained) -> None:

@@ -229,6 +229,15 @@ def test_optimizers_and_options_train(tiny_cfg):
         assert result.finished and np.isfinite(result.metrics[0]["train_loss"]), changes
 
 
+def test_training_batch_accuracies_are_recorded_as_trained(tiny_cfg):
+    """train_batch_acc: accuracy on the augmented batches as trained on (adversarial for AT); TRADES also gives
+    train_batch_nat_acc from its clean logits; PGD-AT, which computes none, gives none. Unclamped starts train."""
+    trades = train(tiny_cfg(epochs=1, method="trades", clamp_start=False, eval_clamp_start=False)).metrics[0]
+    pgd_at = train(tiny_cfg(epochs=1, method="pgd_at")).metrics[0]
+    assert 0 <= trades["train_batch_nat_acc"] <= 1 and 0 <= trades["train_batch_acc"] <= 1
+    assert "train_batch_nat_acc" not in pgd_at and 0 <= pgd_at["train_batch_acc"] <= 1
+
+
 def test_evaluate_run_and_weights(tiny_cfg):
     run = train(tiny_cfg(epochs=2)).run_dir
     results = evaluate_run(run, ("natural", "pgd-3", "cw-3"), n=20, log=lambda m: None)

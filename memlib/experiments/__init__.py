@@ -86,6 +86,24 @@ def declare(notebook: str, p: dict, out_dir: str | Path, data_dir: str | Path) -
     return Declared(notebook, configs, dirs, needs)
 
 
+ATTEMPT_KEYS = ("methods", "seeds", "changes")
+
+
+def attempt_runs(p: dict, make) -> dict:
+    """The runs of a notebook's ``attempts``: {name: {"methods": [...], "seeds": [...], "changes": {key: value}}},
+    each a deliberate try at a quick-scale setting where a finding may show (its criterion is fixed in
+    ``memlib.findings`` before it runs): one run per method and seed, keyed ``("attempt", name, method, seed)``."""
+    planned = {}
+    for name, spec in (p.get("attempts") or {}).items():
+        if not isinstance(spec, dict) or set(spec) - set(ATTEMPT_KEYS) or not spec.get("methods"):
+            raise ConfigError(f"attempt {name!r} must be a mapping with methods (a list), and optionally seeds "
+                              f"and changes; got {spec!r}")
+        for m in spec["methods"]:
+            for s in spec.get("seeds") or [0]:
+                planned[("attempt", name, m, s)] = make(**{**(spec.get("changes") or {}), "method": m, "seed": s})
+    return planned
+
+
 def _load_all() -> None:
     for info in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{info.name}")

@@ -2,9 +2,10 @@
 standard training under label noise (Fig. A.9), each short run keeping its weights after every epoch for the
 gradient measurements; Eq. 6 against PGD-AT and TRADES on random labels (Fig. 5: the last two, built from the
 same base, are 02_random_labels' runs of Fig. 2, one folder each); the App. A.2 variants of PGD-AT on random
-labels. What the notebook measures on them: memlib.lectures.convergence."""
+labels; the gradient-analysis runs at each of ``finding_seeds`` (F4's and F6's intervals). What the notebook
+measures on them: memlib.lectures.convergence."""
 
-from memlib.experiments import experiment
+from memlib.experiments import attempt_runs, experiment
 
 
 def snapshots(p: dict) -> list[int]:
@@ -26,4 +27,8 @@ def runs(p: dict, make) -> dict:
     }
     for label, changes in p["variants"].items():
         planned[("a2", label)] = make(method="pgd_at", noise_rate=1.0, **changes)
+    for m in ("pgd_at", "trades"):  # seed 0 is the ("grad", m) run itself
+        for s in p["finding_seeds"]:
+            planned[("grad", m, "seed", s)] = make(method=m, noise_rate=1.0, seed=s, **grad)
+    planned.update(attempt_runs(p, make))
     return planned

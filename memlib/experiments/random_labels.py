@@ -1,9 +1,10 @@
 """Sec. 3.1 and App. A.1 (notebook 02): PGD-AT and TRADES on true and random labels (Fig. 2a, b), at each label
 noise rate (Fig. 2c, A.6, A.7), TRADES with explicit regularizers (Table A.1) and the App. A.1 variants on random
-labels. With no ``noise_study`` changes the noise-rate runs at 0.0 and 1.0 are Fig. 2(a, b)'s (one folder each),
+labels; Fig. 2(a, b)'s random-label runs at each of ``finding_seeds`` (F1's interval) and the ``attempts``.
+With no ``noise_study`` changes the noise-rate runs at 0.0 and 1.0 are Fig. 2(a, b)'s (one folder each),
 and so is Table A.1's row without regularizers."""
 
-from memlib.experiments import experiment
+from memlib.experiments import attempt_runs, experiment
 
 TRUE, RANDOM = 0.0, 1.0  # noise rates of Fig. 2(a, b): true labels, and every label redrawn uniformly
 
@@ -29,4 +30,8 @@ def runs(p: dict, make) -> dict:
     for name, changes in p["variants"].items():
         for m in methods:
             planned[("variant", name, m)] = make(method=m, noise_rate=RANDOM, **changes)
+    for m in methods:  # seed 0 is Fig. 2's own run
+        for s in p["finding_seeds"]:
+            planned[("fig2", m, RANDOM, "seed", s)] = make(method=m, noise_rate=RANDOM, seed=s)
+    planned.update(attempt_runs(p, make))
     return planned

@@ -1,8 +1,9 @@
 """Sec. 4.1 (notebook 05): Fig. 7(a), the eps sweep of Fig. 7(b) / C.1, two seeds (Fig. 7c), two architectures
 (Fig. C.2). The PGD-AT run at the base eps is Fig. 7(a), the 8/255 point of the sweep, the first seed and the
-first architecture at once (one folder). Then the roles the runs play in the notebook's tables."""
+first architecture at once (one folder). PGD-AT's sweep at each of ``sweep_seeds`` (F9's interval) and the
+``attempts``. Then the roles the runs play in the notebook's tables."""
 
-from memlib.experiments import experiment
+from memlib.experiments import attempt_runs, experiment
 
 
 @experiment("05_robust_overfitting")
@@ -18,6 +19,10 @@ def runs(p: dict, make) -> dict:
         planned[("seed", s)] = make(method="pgd_at", seed=s)
     for a in p["architectures"]:
         planned[("arch", a)] = make(method="pgd_at", model=a)
+    for e in p["eps_list"]:  # seed 0 is the sweep's own run
+        for s in p["sweep_seeds"]:
+            planned[("eps", "pgd_at", e, "seed", s)] = make(method="pgd_at", eps=e / 255, alpha=e / 4 / 255, seed=s)
+    planned.update(attempt_runs(p, make))
     return planned
 
 
