@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from memlib.cluster import JOB_FILE, read_job
+from memlib import findings
 from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from memlib.jobs import build_graph, describe_graph, job_threads, run_graph
@@ -303,6 +304,9 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     statuses = [statuses[n] for n in names if n in statuses]
     bar.close()
     report = write_report(project, tier)
+    written = findings.write(project, tier)
+    if written:
+        log(f"findings: {written}")
     failed = [s["notebook"] for s in statuses if not s["ok"]]
     log(f"report: {report}" + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
     for s in statuses:

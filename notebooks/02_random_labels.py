@@ -57,7 +57,8 @@ regularizers: dict = dict(weight_decay=2e-4, dropout=0.2)  # the values of Table
 variants: dict = {}
 finding_seeds: list = [0]  # seeds of Fig. 2(a, b)'s random-label runs (F1's interval over seeds)
 attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
-paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
+paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 150 epochs in Fig. 2 (200 in Figs. "
+                      "A.6, A.7, A.10; lr 0.1, /10 every 100).")
 
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type

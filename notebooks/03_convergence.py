@@ -63,7 +63,8 @@ gamma_ramp_epochs: int = 2  # Fig. 5: epochs over which Eq. 6's gamma rises from
 variants: dict = {}  # App. A.2: name -> RunConfig changes of PGD-AT on random labels (fast AT, optimizers, eps...)
 finding_seeds: list = [0]  # seeds of the gradient-analysis runs on random labels (F4's and F6's intervals)
 attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
-paper_setting: str = "Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100)."
+paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 150 epochs in Fig. 2 (200 in Figs. "
+                      "A.6, A.7, A.10; lr 0.1, /10 every 100).")
 
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type

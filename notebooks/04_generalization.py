@@ -75,8 +75,8 @@ adv_init: str = "trades|1.0|no|no|no"  # the model (format of `models`) whose fi
 a10_base: dict = dict(epochs=3, eval_every=1, train_eval_subset=50)  # RunConfig changes to `base` for the A.10 runs
 sgd: dict = {"vanilla": dict(momentum=0.0, weight_decay=0.0, augment=False),  # the two "training methods"
              "SOTA": dict(momentum=0.9, weight_decay=5e-4, augment=True)}
-paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 200 epochs (lr 0.1, /10 every 100); "
-                      "Fig. 6: the 12 TRADES models of Table A.1.")
+paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 150 epochs in Fig. 2 (200 in Figs. "
+                      "A.6, A.7, A.10; lr 0.1, /10 every 100); Fig. 6: the 12 TRADES models of Table A.1.")
 
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type

@@ -128,7 +128,8 @@ def test_smoke_tier_writes_every_promised_table_and_figure():
     after = _snapshot(out)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     assert not changed, f"re-executing unchanged results changed: {changed}"
-    assert {p.name for p in out.iterdir()} <= {"REPORT.md", "runs", "tables", "figures", "manifest", "notebooks",
+    assert {p.name for p in out.iterdir()} <= {"REPORT.md", "FINDINGS.md", "runs", "tables", "figures", "manifest",
+                                               "notebooks",
                                                "status", ".jobs", ".staging", ".failed", ".render", ".submitit"}
 
 
