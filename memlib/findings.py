@@ -395,6 +395,31 @@ def a8(rec: Records) -> Result:
     return f8(rec, None, "A8")
 
 
+def a7_text(rec: Records) -> str:
+    """Check A7 of the paper setting (docs/criteria.md): PGD-AT with the authors' unclamped random starts against
+    the clamped run of seed 0, beside the spread of the clamped runs over seeds; no verdict."""
+    nb = "06_mitigation"
+    p = rec.params(nb)
+    if not any(k == "A7_authors_start" for k in p["attempts"]):
+        return ""
+    n, d = p["eval_n"], p["datasets"][0]
+    unclamped = rec.run(nb, ("attempt", "A7_authors_start", "pgd_at", 0))
+    clamped = rec.runs(nb, [(d, "pgd_at", "seed", s) for s in p["finding_seeds"]])
+    if unclamped is None or not clamped:
+        return "Check A7 (the authors' unclamped random starts): not measured yet."
+    parts = []
+    for which in ("best", "final"):
+        u = eval_acc(unclamped, which, "pgd-10", n)
+        c = [eval_acc(r, which, "pgd-10", n) for r in clamped]
+        if u is None or c[0] is None:
+            return "Check A7 (the authors' unclamped random starts): not evaluated yet."
+        spread = over_seeds([100 * x for x in c if x is not None])
+        parts.append(f"{which} PGD-10 {100 * u:.1f} unclamped vs {100 * c[0]:.1f} clamped (seed 0; clamped over "
+                     f"seeds: {spread.text()})")
+    return ("Check A7 (the authors' unclamped random starts in training and evaluation, PGD-AT, seed 0, "
+            f"{n} test images): " + "; ".join(parts) + ".")
+
+
 FINDINGS = (f1, f2, f3, f4, f5, f6, f7, f8, f9, f10, f11)
 ATTEMPTS = {"A1": a1, "A3": a3, "A4": a4, "A6": a6, "A8": a8, "A9": a9, "A11": a11}
 
@@ -543,6 +568,7 @@ def render(project: Path, tier: str) -> str:
              *[f"| {k} | {ATTEMPT_OF[k]} | {_cell(ATTEMPT_SETTING[k])} | {_comparisons(r)} | **{r.verdict}** |"
                for k, r in results.items() if k in ATTEMPTS],
              "",
+             *([a7_text(Records(Path(project), tier)), ""] if "F11" in results else []),
              "## Summary",
              "",
              f"Holds: {', '.join(summary['holds']) or 'none'}. Partial: {', '.join(summary['partial']) or 'none'}. "

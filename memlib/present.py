@@ -7,6 +7,8 @@ imports from here instead of re-typing any of it.
 
 from __future__ import annotations
 
+import numpy as np
+
 from memlib.config import RunConfig
 from memlib.paper import METHOD_NAMES
 from memlib.runs import best_epoch
@@ -131,6 +133,21 @@ def plot_curve(ax, metrics: list[dict], metric: str, *, label: str | None = None
     b = best_epoch(metrics)
     if star and b in epochs and metric != "train_loss":
         ax.plot([b], [ys[epochs.index(b)]], "*", color=line.get_color(), ms=10, mec="k", mew=0.5)
+
+
+def plot_band(ax, runs: list[list[dict]], metric: str, *, color: str | None = None, label: str | None = None,
+              alpha: float = 0.18) -> None:
+    """Mean ± standard deviation (ddof = 1) over the runs of several seeds of ``metric`` (``curve``), at the epochs
+    every run has: a shaded band and a thin mean line. Nothing for fewer than two runs."""
+    series = [dict(zip(*curve(rows, metric))) for rows in runs]
+    if len(series) < 2:
+        return
+    epochs = sorted(set.intersection(*(set(s) for s in series)))
+    values = np.array([[s[e] for e in epochs] for s in series])
+    mean, std = values.mean(0), values.std(0, ddof=1)
+    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=alpha, lw=0,
+                    label=None if label is None else f"{label}: ± std over {len(series)} seeds")
+    ax.plot(epochs, mean, color=color, lw=0.8, ls=":")
 
 
 # the four accuracies of a run's metrics.jsonl: (colour: blue training, orange test; line: solid natural, dashed

@@ -204,13 +204,23 @@ def build_final_accuracy(project: Path, runs: dict, title: str, setting: str) ->
     """Last-epoch training (on the labels trained on) and test accuracies of each run, and their gaps."""
     columns = ["Run", "Train natural", "Train robust", "Test natural", "Test robust", "Gap natural", "Gap robust"]
     rows, csv_rows = [], []
-    for label, run_dir in runs.items():
-        m = Run(project / run_dir).metrics[-1]
-        vals = [100 * m["train_nat_acc"], 100 * m["train_rob_acc"], 100 * m["test_nat_acc"], 100 * m["test_rob_acc"]]
-        vals += [vals[0] - vals[2], vals[1] - vals[3]]
-        rows.append([label] + [_fmt(v) for v in vals])
-        csv_rows.append([label] + [round(v, 4) for v in vals] + [m["epoch"]])
-    notes = f"Accuracy in % at the last epoch. {setting} {_source_note(project, runs.values())}"
+    for label, run_dirs in runs.items():  # a run, or a list of runs (seeds): mean ± std per cell
+        per = []
+        for run_dir in [run_dirs] if isinstance(run_dirs, str) else run_dirs:
+            m = Run(project / run_dir).metrics[-1]
+            vals = [100 * m[k] for k in ("train_nat_acc", "train_rob_acc", "test_nat_acc", "test_rob_acc")]
+            per.append(vals + [vals[0] - vals[2], vals[1] - vals[3]])
+        if isinstance(run_dirs, str):
+            rows.append([label] + [_fmt(v) for v in per[0]])
+            csv_rows.append([label] + [round(v, 4) for v in per[0]] + [m["epoch"]])
+        else:
+            cells = [_mean_std([p[i] for p in per]) for i in range(6)]
+            rows.append([f"{label} ({len(per)} seeds)"] + [_pm(*c) for c in cells])
+            csv_rows.append([label] + [None if c[0] is None else round(c[0], 4) for c in cells] + [m["epoch"]])
+    spread = "Cells with ± are mean ± sample standard deviation over seeds. " if any(
+        not isinstance(v, str) for v in runs.values()) else ""
+    all_runs = [r for v in runs.values() for r in ([v] if isinstance(v, str) else v)]
+    notes = f"Accuracy in % at the last epoch. {spread}{setting} {_source_note(project, all_runs)}"
     return {"title": title, "columns": columns, "rows": rows,
             "csv_columns": ["run", "train_nat", "train_rob", "test_nat", "test_rob", "gap_nat", "gap_rob", "epoch"],
             "csv_rows": csv_rows, "notes": notes}
@@ -267,6 +277,11 @@ def build_robust_overfitting(project: Path, runs: dict, title: str, setting: str
                "Final train robust"]
     rows, csv_rows = [], []
     for label, run_dir in runs.items():
+        if not isinstance(run_dir, str):  # seeds: mean ± std per cell
+            row, csv_row = _robust_overfitting_seeds(project, label, run_dir)
+            rows.append(row)
+            csv_rows.append(csv_row)
+            continue
         cfg = Run(project / run_dir).config
         run = Run(project / run_dir)
         best, final = run.best, run.final
@@ -284,15 +299,32 @@ def build_robust_overfitting(project: Path, runs: dict, title: str, setting: str
         csv_rows.append([label, cfg.method, cfg.model, cfg.eps, cfg.norm, best["epoch"] if best else None,
                          *[None if o is None else round(o, 4) for o in ours],
                          paper.get("best"), paper.get("final"), paper.get("diff")])
-    steps = {Run(project / r).config.eval_steps for r in runs.values()}
+    steps = {Run(project / r).config.eval_steps for v in runs.values() for r in ([v] if isinstance(v, str) else v)}
     notes = (f"Ours (paper) in %; robust = PGD-{'/'.join(map(str, sorted(steps)))} at the run's own eps, on the "
              f"per-epoch test subset; best = the epoch of best.pt. Paper: Table 1 (ResNet-18 at 8/255, PGD-10 on "
              f"the whole test set); Fig. 7(b)/C.1 give curves only (no robust overfitting at 1/255). {setting} "
-             f"{_source_note(project, runs.values())}")
+             f"{_source_note(project, [r for v in runs.values() for r in ([v] if isinstance(v, str) else v)])}")
     csv_columns = ["run", "method", "model", "eps", "norm", "best_epoch", "best_rob_ours", "final_rob_ours",
                    "diff_ours", "final_train_rob_ours", "best_rob_paper", "final_rob_paper", "diff_paper"]
     return {"title": title, "columns": columns, "rows": rows, "csv_columns": csv_columns, "csv_rows": csv_rows,
             "notes": notes}
+
+
+def _robust_overfitting_seeds(project: Path, label: str, run_dirs: list) -> tuple[list, list]:
+    """A row (and its CSV row, means) of the robust-overfitting table over seeds: mean ± std of best, final,
+    best − final (run by run) and final robust training accuracy; the best epochs listed."""
+    runs = [Run(project / r) for r in run_dirs]
+    cfg = runs[0].config
+    best = [100 * r.best["test_rob_acc"] for r in runs]
+    final = [100 * r.final["test_rob_acc"] for r in runs]
+    train = [100 * r.final["train_rob_acc"] for r in runs]
+    stats = [_mean_std(best), _mean_std(final), _mean_std([b - f for b, f in zip(best, final)]), _mean_std(train)]
+    row = [f"{label} ({len(runs)} seeds)", METHOD_NAMES.get(cfg.method, cfg.method), cfg.model,
+           _eps_label(cfg.eps, cfg.norm), _pm(*stats[0]), "/".join(str(r.best["epoch"]) for r in runs),
+           *[_pm(*x) for x in stats[1:]]]
+    csv_row = [label, cfg.method, cfg.model, cfg.eps, cfg.norm, None,
+               *[None if x[0] is None else round(x[0], 4) for x in stats], None, None, None]
+    return row, csv_row
 
 
 def _differences(project: Path, run_a: str, run_b: str) -> str:

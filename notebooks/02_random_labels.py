@@ -70,8 +70,8 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from memlib.experiments import declare
-from memlib.present import (COLORS, PERCENT, labels_text, mark_schedule, name, plot_accuracies, plot_curve, setting,
-                            show_setting)
+from memlib.present import (COLORS, PERCENT, labels_text, mark_schedule, name, plot_accuracies, plot_band, plot_curve,
+                            setting, show_setting)
 from memlib.report import Outputs
 from memlib.runs import Run
 from memlib.train import train_many
@@ -111,6 +111,10 @@ def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2"):
         rows = metrics[(study, method, r)]
         plot_curve(ax, rows, "train_nat_acc", label=f"{labels_text(r)} (natural)", color=color, star=False)
         plot_curve(ax, rows, "train_rob_acc", label=f"{labels_text(r)} (robust)", color=color, star=False, ls="--")
+        if study == "fig2" and r == 1.0:  # the seeds of `finding_seeds`: mean ± std bands
+            seeds = [metrics[("fig2", method, r, "seed", s)] for s in finding_seeds]
+            plot_band(ax, seeds, "train_nat_acc", color=color)
+            plot_band(ax, seeds, "train_rob_acc", color=color, label="random labels")
     mark_schedule(ax, planned[(study, method, rates[-1])])
     ax.axhline(10, color="gray", lw=0.5)  # chance: one class in ten
     ax.set(title=name(method), xlabel="epoch", ylabel="training accuracy (%)", ylim=(0, 102))
@@ -128,6 +132,16 @@ fig2_runs = {f"{name(m)}, {labels_text(r)}": run_dirs[("fig2", m, r)] for m in m
 display(Markdown(out.table("fig2_final_accuracy", "final_accuracy", runs=fig2_runs,
                            title="Fig. 2(a,b): final training and test accuracy on true and random labels",
                            setting=fig2_setting)))
+if len(finding_seeds) > 1:  # F1's runs at every seed: mean ± std
+    seed_runs = {f"{name(m)}, random labels": [run_dirs[("fig2", m, 1.0, "seed", s)] for s in finding_seeds]
+                 for m in methods}
+    display(Markdown(out.table("fig2_final_accuracy_seeds", "final_accuracy", runs=seed_runs,
+                               title=f"Fig. 2(a,b) on random labels over seeds {finding_seeds}", setting=fig2_setting)))
+if attempts:  # deliberate attempts (their criteria: docs/criteria.md; verdicts: outputs/<tier>/FINDINGS.md)
+    attempt_runs = {f"{a}: {name(k[2])}": run_dirs[k] for a in attempts for k in planned if k[:2] == ("attempt", a)}
+    display(Markdown(out.table("attempts_02", "final_accuracy", runs=attempt_runs,
+                               title="Deliberate attempts at F1 and F3: final training and test accuracy",
+                               setting=fig2_setting)))
 
 # %% [markdown]
 # **What to look for.** In the paper (WRN-28-10, full CIFAR-10) TRADES on random labels reaches ~100%

@@ -78,7 +78,7 @@ from IPython.display import Markdown, display
 from memlib.experiments import declare
 from memlib.experiments.convergence import snapshots
 from memlib.lectures.convergence import (findings, grad_norms, gradient_change, noise_norms, ratio_samples,
-                                         successive_cosines)
+                                         seed_rows, successive_cosines)
 from memlib.present import COLORS, LOSS_NAMES, mark_schedule, name, plot_curve, setting as setting_line, show_setting
 from memlib.report import Outputs
 from memlib.runs import Run
@@ -248,6 +248,17 @@ plt.show()
 rows = findings(run_dirs, globals())
 display(Markdown(out.table("sec32_convergence", "measures", rows=rows,
                            title="Sec. 3.2: gradient magnitude and stability in numbers", setting=setting)))
+
+# %% [markdown]
+# **Over seeds.** One seed's gradients can be dominated by one unstable epoch (a spike early in training).
+# With several `finding_seeds`, the gradient-analysis runs are repeated with other seeds (other initializations
+# and batch orders, the same data) and the numbers that F4 and F6 compare are measured on each;
+# `outputs/<tier>/FINDINGS.md` decides them on the interval over seeds.
+
+# %%
+if len(finding_seeds) > 1:
+    display(Markdown(out.table("sec32_convergence_seeds", "measures", rows=seed_rows(run_dirs, globals()),
+                               title="Sec. 3.2 over seeds: the numbers of Fig. 3 and 4(b) per seed", setting=setting)))
 
 # %% [markdown]
 # ## App. A.2: other training configurations on random labels

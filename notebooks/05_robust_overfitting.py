@@ -182,6 +182,8 @@ display(Markdown(ro.best_final_text(curves[("fig7a",)], c.eps, TABLE1["cifar10"]
 # %%
 fig, axes = plt.subplots(2, len(methods), figsize=(5.2 * len(methods), 6.4), squeeze=False, sharex=True)
 ro.plot_sweep(axes, curves, methods, eps_list, c)
+if len(sweep_seeds) > 1 and "pgd_at" in methods:  # PGD-AT's budgets over seeds: mean ± std bands
+    ro.plot_sweep_bands(axes[:, methods.index("pgd_at")], curves, eps_list, sweep_seeds)
 fig.tight_layout()
 out.figure(fig, "fig7b_C1_eps_sweep",
            f"Fig. 7(b) (PGD-AT) and C.1 (TRADES): robust test accuracy (top) and robust training accuracy (bottom) "
@@ -193,6 +195,16 @@ display(Markdown(out.table("fig7b_C1_robust_overfitting_by_eps", "robust_overfit
                            title="Fig. 7(b) and C.1: best, final and best-minus-final robust test accuracy by "
                                  "method and budget", setting=setting)))
 display(Markdown(ro.sweep_gaps_text(curves, methods, eps_list, TABLE1["cifar10"])))
+if len(sweep_seeds) > 1:  # F9's runs at every seed: mean ± std
+    display(Markdown(out.table("fig7b_robust_overfitting_seeds", "robust_overfitting",
+                               runs=ro.sweep_seed_runs(globals(), run_dirs),
+                               title=f"Fig. 7(b): PGD-AT's best, final and best-minus-final robust test accuracy over "
+                                     f"seeds {sweep_seeds}", setting=setting)))
+if attempts:  # deliberate attempts (their criteria: docs/criteria.md; verdicts: outputs/<tier>/FINDINGS.md)
+    display(Markdown(out.table("attempts_05", "robust_overfitting",
+                               runs={a: [run_dirs[k] for k in planned if k[:2] == ("attempt", a)] for a in attempts},
+                               title="Deliberate attempt at F9: best, final and best-minus-final robust test accuracy",
+                               setting=setting)))
 
 # %% [markdown]
 # **How to read the table.** *Best* is the highest robust test accuracy over the evaluated epochs (the epoch

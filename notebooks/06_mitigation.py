@@ -188,10 +188,12 @@ curves = {d: {m: Run(runs[(d, m)]).metrics for m in methods} for d in datasets} 
 # noise of a few percent (on 500 images, the standard error of a 40% accuracy is about 2.2%).
 
 # %%
-evals = {key: evaluate_run(path, attacks, n=eval_n) for key, path in runs.items()}
 robust_attacks = [a for a in attacks if a != "natural"]
 # the attack of the one-line gap summary: the first PGD column (the paper's best epoch is chosen by PGD-10)
 selection_attack = next((a for a in robust_attacks if a.startswith("pgd")), (robust_attacks or [None])[0])
+# Table 1's own runs under every attack; the other seeds and the attempts under natural and that attack only
+few = [a for a in ("natural", selection_attack) if a in attacks]
+evals = {key: evaluate_run(path, attacks if len(key) == 2 else few, n=eval_n) for key, path in runs.items()}
 
 for d in datasets:
     letter = LETTERS.get(d, "")
@@ -205,6 +207,17 @@ for d in datasets:
             selection_attack, {m: present.PERCENT * (e["best"][selection_attack] - e["final"][selection_attack])
                                for m, e in cells.items()}, TABLE1.get(d, {}),
             {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()})))
+    if len(finding_seeds) > 1:  # every row at every seed: mean ± std (F11's interval: FINDINGS.md)
+        display(Markdown(out.table(
+            f"table1{letter}_{d}_seeds", "best_final", paper="table_c2" if d == "cifar10" else "",
+            runs={m: [runs[(d, m, "seed", s)] for s in finding_seeds] for m in methods}, attacks=few, n=eval_n,
+            title=f"Table 1({letter}) over seeds {finding_seeds}: best and final checkpoints on {DATA_NAMES[d]}",
+            setting=settings[d])))
+for a, spec in attempts.items():  # deliberate attempts (criteria: docs/criteria.md; verdicts: FINDINGS.md)
+    display(Markdown(out.table(f"attempt_{a}", "best_final", paper="", attacks=few, n=eval_n,
+                               runs={k[2]: runs[k] for k in planned if k[:2] == ("attempt", a)},
+                               title=f"{a}: {', '.join(f'{k} {v}' for k, v in (spec.get('changes') or {}).items())}",
+                               setting=settings[datasets[0]])))
 
 # %% [markdown]
 # **What the paper found.** On CIFAR-10 the best-minus-final PGD-10 gap of PGD-AT is **7.72** points (52.64%
@@ -235,6 +248,9 @@ for d, c in first.items():
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric in zip(axes, ("test_nat_acc", "test_rob_acc")):
         present.plot_metric(ax, curves[d], metric, c, te_band=te_band)
+        for m in methods if len(finding_seeds) > 1 else []:  # mean ± std over seeds
+            present.plot_band(ax, [Run(runs[(d, m, "seed", s)]).metrics for s in finding_seeds], metric,
+                              color=present.COLORS.get(m))
         ax.set_title(f"{DATA_NAMES[d]}: {METRIC_NAMES[metric]}" + (" (cosine lr)" if c.lr_schedule == "cosine" else ""))
     axes[1].set_ylabel(f"robust test accuracy (PGD-{c.eval_steps}, %)")
     axes[0].legend(fontsize=8)

@@ -201,3 +201,31 @@ def findings(run_dirs: dict, p: dict) -> list[dict]:
               f"summary|a9_clean_over_noisy|{tag}", "~1 for PGD-AT (curves overlap), > 1 for ST early",
               lambda: float(np.mean([v["clean"] / v["noisy"] for v in values[1:]]))) for m, values in a9.items()],
     ]
+
+
+def seed_rows(run_dirs: dict, p: dict) -> list[dict]:
+    """The numbers F4 and F6 compare (docs/criteria.md), for the gradient-analysis runs of every seed of
+    ``finding_seeds``: TRADES's KL / CE ratio after epoch 1, each method's mean ratio over the first half of the
+    kept epochs and its mean successive-epoch cosine; each saved in its run's convergence.json under the keys
+    of ``findings`` (seed 0's are the same runs, so the same numbers)."""
+    n, epochs, tag = p["n_examples"], p["grad_epochs"], pick(p["n_examples"])
+    early, cos_key, rows = max(1, (epochs + 1) // 2), cosine_key(epochs, n, p["project_dim"]), []
+    for s in p["finding_seeds"]:
+        grad = {m: run_dirs[("grad", m, "seed", s)] for m in ("pgd_at", "trades")}
+        for m, ratio in (("pgd_at", "ratio_r"), ("trades", "ratio_kl")):
+            key = f"summary|fig3b_ratio_first_half|{tag}"
+            cached(grad[m], key, lambda m=m, r=ratio: float(np.mean(
+                [grad_norms(grad[m], e, n)[r] for e in range(early + 1)])))
+            rows.append(dict(label=f"seed {s}: {name(m)} mean gradient ratio, first half of kept epochs",
+                             run=grad[m], key=key, paper="PGD-AT's higher", file=FILE))
+        key = f"summary|fig3a_kl_over_ce_epoch1|{tag}"
+        cached(grad["trades"], key, lambda g=grad["trades"]: (lambda v: v["trades_kl"] / v["clean_ce"])(
+            grad_norms(g, min(1, epochs), n)))
+        rows.append(dict(label=f"seed {s}: TRADES ‖grad bKL‖ / ‖grad CE‖ after epoch 1", run=grad["trades"], key=key,
+                         paper="much smaller than 1", file=FILE))
+        for m in grad:
+            key = f"summary|successive_cosine_mean|{cos_key}"
+            cached(grad[m], key, lambda g=grad[m]: float(np.mean(successive_cosines(g, epochs, n, p["project_dim"]))))
+            rows.append(dict(label=f"seed {s}: {name(m)} mean successive-epoch cosine", run=grad[m], key=key,
+                             paper="PGD-AT lower than TRADES", file=FILE))
+    return rows

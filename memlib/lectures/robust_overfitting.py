@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from memlib.experiments.robust_overfitting import loss_pairs, sweep
 from memlib.paper import KENDALL_TAU
-from memlib.present import (PERCENT, eps_text, mark_schedule, name, plot_curve, prediction_text, show_image,
+from memlib.present import (PERCENT, eps_text, mark_schedule, name, plot_band, plot_curve, prediction_text, show_image,
                             show_perturbation)
 from memlib.runs import best_row
 
@@ -61,6 +61,25 @@ def plot_sweep(axes, curves: dict, methods: list, eps_list: list, cfg) -> None:
         axes[0][j].set(title=f"{name(m)}: robust test accuracy", ylabel=f"PGD-{cfg.eval_steps} accuracy (%)")
         axes[1][j].set(title=f"{name(m)}: robust training accuracy", xlabel="epoch", ylabel="accuracy (%)")
     axes[0][0].legend(fontsize=8)
+
+
+def sweep_seed_runs(p: dict, run_dirs: dict) -> dict:
+    """The rows of the sweep's table over seeds (F9): {"PGD-AT, eps 8/255": [the run folder of each seed]}."""
+    return {f"{name('pgd_at')}, eps {e}/255": [run_dirs[("eps", "pgd_at", e, "seed", s)] for s in p["sweep_seeds"]]
+            for e in p["eps_list"]}
+
+
+def plot_sweep_bands(axes, curves: dict, eps_list: list, seeds: list) -> None:
+    """Mean ± std bands over ``seeds`` of PGD-AT's robust test (top) and training (bottom) accuracy per budget,
+    in the budgets' colours of ``plot_sweep``."""
+    import matplotlib.pyplot as plt
+
+    budgets = sorted(eps_list)
+    for i, e in enumerate(budgets):
+        color = plt.cm.viridis(i / max(1, len(budgets) - 1) * 0.85)
+        runs = [curves[("eps", "pgd_at", e, "seed", s)] for s in seeds]
+        for ax, metric in zip(axes, ("test_rob_acc", "train_rob_acc")):
+            plot_band(ax, runs, metric, color=color)
 
 
 def sweep_gaps_text(curves: dict, methods: list, eps_list: list, table1: dict) -> str:
