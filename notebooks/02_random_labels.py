@@ -53,7 +53,8 @@ noise_study: dict = {}
 regularizer_grid: list = ["true|no|no|no", "random|no|no|no", "random|yes|no|no", "random|no|yes|no",
                           "random|no|no|yes"]
 regularizers: dict = dict(weight_decay=2e-4, dropout=0.2)  # the values of Table A.1
-# App. A.1 variants, each trained with PGD-AT and TRADES on random labels: name -> RunConfig changes
+# App. A.1 variants, each trained with PGD-AT and TRADES on random labels: name -> RunConfig changes (with
+# noise_rates: [0.0, 1.0] also on true labels)
 variants: dict = {}
 finding_seeds: list = [0]  # seeds of Fig. 2(a, b)'s random-label runs (F1's interval over seeds)
 attempts: dict = {}  # name -> {methods, seeds, changes}: deliberate tries at a finding (memlib.findings)
@@ -250,6 +251,7 @@ if regularizer_grid:
 
 # %%
 if variants:
-    variant_runs = {f"{v}, {name(m)}": run_dirs[("variant", v, m)] for v in variants for m in methods}
+    variant_runs = {f"{v}, {name(m)}" + ("" if len(k) == 3 else f", {labels_text(k[3])}"): run_dirs[k]
+                    for v in variants for m in methods for k in planned if k[:3] == ("variant", v, m)}
     display(Markdown(out.table("appA1_variants", "final_accuracy", runs=variant_runs,
                                title="App. A.1: random labels under other settings", setting=fig2_setting)))

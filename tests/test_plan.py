@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from memlib import experiments
-from memlib.config import RunConfig
+from memlib.config import ConfigError, RunConfig
 from memlib.plan import forward_flops, plan_tier, run_flops, step_flops, totals
 from memlib.reproduce import notebooks
 from memlib.runs import project_root
@@ -132,3 +132,16 @@ def test_runs_shared_between_notebooks_share_their_base_by_reference():
             same = [other for other, c in inline.items() if c == cfg]
             assert not same, f"{path.relative_to(ROOT)} repeats the base of {same[0]}: name a file of params/bases"
             inline[str(path.relative_to(ROOT))] = cfg
+
+
+def test_a_variant_trains_at_its_own_noise_rates_and_attempts_are_declared_per_method_and_seed(tmp_path):
+    p = experiments.params("02_random_labels", "smoke", ROOT, overrides={
+        "variants": {"v": {"eps": 4 / 255, "noise_rates": [0.0, 1.0]}},
+        "attempts": {"A": {"methods": ["pgd_at"], "seeds": [0, 3], "changes": {"train_subset": 60}}}})
+    cfgs = experiments.declare("02_random_labels", p, tmp_path, tmp_path).configs
+    assert cfgs[("variant", "v", "trades")].noise_rate == 1.0 and cfgs[("variant", "v", "trades", 0.0)].noise_rate == 0
+    assert cfgs[("variant", "v", "trades", 0.0)].eps == 4 / 255
+    assert [(k, c.seed, c.train_subset) for k, c in cfgs.items() if k[0] == "attempt"] == [
+        (("attempt", "A", "pgd_at", 0), 0, 60), (("attempt", "A", "pgd_at", 3), 3, 60)]
+    with pytest.raises(ConfigError, match="attempt 'A' must be a mapping with methods"):
+        experiments.declare("02_random_labels", {**p, "attempts": {"A": {"seeds": [1]}}}, tmp_path, tmp_path)

@@ -1,6 +1,6 @@
 """Sec. 3.1 and App. A.1 (notebook 02): PGD-AT and TRADES on true and random labels (Fig. 2a, b), at each label
 noise rate (Fig. 2c, A.6, A.7), TRADES with explicit regularizers (Table A.1) and the App. A.1 variants on random
-labels; Fig. 2(a, b)'s random-label runs at each of ``finding_seeds`` (F1's interval) and the ``attempts``.
+labels (and at the ``noise_rates`` a variant lists, e.g. [0.0, 1.0] for its true-label curves too); Fig. 2(a, b)'s random-label runs at each of ``finding_seeds`` (F1's interval) and the ``attempts``.
 With no ``noise_study`` changes the noise-rate runs at 0.0 and 1.0 are Fig. 2(a, b)'s (one folder each),
 and so is Table A.1's row without regularizers."""
 
@@ -27,9 +27,13 @@ def runs(p: dict, make) -> dict:
             planned[("noise", m, r)] = make(method=m, noise_rate=r, **p["noise_study"])
     for row in p["regularizer_grid"]:  # Table A.1 is TRADES only
         planned[("a1", row)] = make(method="trades", **table_a1_changes(row, p["regularizers"]))
-    for name, changes in p["variants"].items():
+    for name, changes in p["variants"].items():  # on random labels, and at a variant's own noise_rates
+        changes = dict(changes)
+        rates = changes.pop("noise_rates", [RANDOM])
         for m in methods:
-            planned[("variant", name, m)] = make(method=m, noise_rate=RANDOM, **changes)
+            for r in rates:
+                planned[("variant", name, m) if r == RANDOM else ("variant", name, m, r)] = make(
+                    method=m, **changes, noise_rate=r)
     for m in methods:  # seed 0 is Fig. 2's own run
         for s in p["finding_seeds"]:
             planned[("fig2", m, RANDOM, "seed", s)] = make(method=m, noise_rate=RANDOM, seed=s)
