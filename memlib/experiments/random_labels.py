@@ -1,8 +1,9 @@
-"""Sec. 3.1 and App. A.1 (notebook 02): PGD-AT and TRADES on true and random labels (Fig. 2a, b), at each label
-noise rate (Fig. 2c, A.6, A.7), TRADES with explicit regularizers (Table A.1) and the App. A.1 variants on random
-labels (and at the ``noise_rates`` a variant lists, e.g. [0.0, 1.0] for its true-label curves too); Fig. 2(a, b)'s random-label runs at each of ``finding_seeds`` (F1's interval) and the ``attempts``.
-With no ``noise_study`` changes the noise-rate runs at 0.0 and 1.0 are Fig. 2(a, b)'s (one folder each),
-and so is Table A.1's row without regularizers."""
+"""Sec. 3.1 and App. A.1 (notebook 02): PGD-AT and TRADES on true and random labels (Fig. 2a, b), at each label noise
+rate (Fig. 2c, A.6, A.7), TRADES with explicit regularizers (Table A.1) and the App. A.1 variants on random labels
+(and at the ``noise_rates`` a variant lists, e.g. [0.0, 1.0] for its true-label curves too); Fig. 2(a, b)'s random-
+label runs at each of ``finding_seeds`` (F1's interval) and the ``attempts``. With no ``noise_study`` changes the
+noise-rate runs at 0.0 and 1.0 are Fig. 2(a, b)'s (one folder each), and so is Table A.1's row without
+regularizers."""
 
 from memlib.experiments import attempt_runs, experiment
 
