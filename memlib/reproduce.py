@@ -23,7 +23,6 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from memlib.cluster import JOB_FILE, read_job
-from memlib import findings
 from memlib.config import ConfigError, RunConfig, read_yaml, resolve_bases
 from memlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from memlib.jobs import build_graph, describe_graph, job_threads, run_graph
@@ -304,6 +303,8 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     statuses = [statuses[n] for n in names if n in statuses]
     bar.close()
     report = write_report(project, tier)
+    from memlib import findings  # scipy's statistics: imported when a batch ends, not at every start
+
     written = findings.write(project, tier)
     if written:
         log(f"findings: {written}")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,10 +97,18 @@ def test_a_second_batch_while_jobs_are_queued_submits_no_duplicates(cluster, pro
         assert {(r.job, r.action) for r in planned} == {("queued", "wait")}
         second = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        time.sleep(15)  # it plans, finds the queued jobs and waits for them
+        lines: list[str] = []  # it plans, finds the queued jobs and says it waits for them (slow on a busy machine)
+        reader = threading.Thread(target=lambda: lines.extend(iter(second.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.time() + 180
+        while not any("waited for" in line for line in lines) and second.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(5)  # a duplicate submission would come right after the plan
         assert _queued(cluster) == queued  # nothing more was submitted
         second.terminate()
-        out = second.communicate(timeout=30)[0]
+        second.wait(timeout=30)
+        reader.join(timeout=10)
+        out = "".join(lines)
         assert "2 submitted earlier, waited for" in out, out
     finally:
         cluster.run("scontrol", "update", f"nodename={node}", "state=resume")
