@@ -130,26 +130,25 @@ def best_minus_final(run, one=False):
 
 # --- the findings ----------------------------------------------------------------------------------
 
-def f1(rec: Records) -> Result:
-    nb, seeds = "02_random_labels", rec.params("02_random_labels")["finding_seeds"]
-    runs = {m: rec.runs(nb, [("fig2", m, RANDOM, "seed", s) for s in seeds]) for m in ("pgd_at", "trades")}
+def _fits_random_labels(name: str, runs: dict) -> Result:
+    """F1's criterion on ``runs`` ({"pgd_at": [runs], "trades": [runs]}, seed by seed)."""
     rob = _acc_value("train_rob_acc")
     trades = Comparison("TRADES's robust training accuracy (%)", per_seed(runs["trades"], rob), ">=", 90)
     pgd = Comparison("PGD-AT's robust training accuracy (%)", per_seed(runs["pgd_at"], rob), "<=", 30)
     gap = Comparison("TRADES minus PGD-AT (points)", paired(runs["trades"], runs["pgd_at"], _acc_diff("train_rob_acc")),
                      ">=", 30)
-    return Result("F1", [trades, pgd], [[trades, gap]])
+    return Result(name, [trades, pgd], [[trades, gap]])
+
+
+def f1(rec: Records) -> Result:
+    nb, seeds = "02_random_labels", rec.params("02_random_labels")["finding_seeds"]
+    return _fits_random_labels("F1", {m: rec.runs(nb, [("fig2", m, RANDOM, "seed", s) for s in seeds])
+                                      for m in ("pgd_at", "trades")})
 
 
 def a1(rec: Records) -> Result:
-    nb = "02_random_labels"
-    runs = {m: rec.runs(nb, [("attempt", "A1_more_images", m, 0)]) for m in ("pgd_at", "trades")}
-    rob = _acc_value("train_rob_acc")
-    trades = Comparison("TRADES's robust training accuracy (%)", per_seed(runs["trades"], rob), ">=", 90)
-    pgd = Comparison("PGD-AT's robust training accuracy (%)", per_seed(runs["pgd_at"], rob), "<=", 30)
-    gap = Comparison("TRADES minus PGD-AT (points)", paired(runs["trades"], runs["pgd_at"], _acc_diff("train_rob_acc")),
-                     ">=", 30)
-    return Result("A1", [trades, pgd], [[trades, gap]])
+    return _fits_random_labels("A1", {m: rec.runs("02_random_labels", [("attempt", "A1_more_images", m, 0)])
+                                      for m in ("pgd_at", "trades")})
 
 
 def f2(rec: Records) -> Result:
