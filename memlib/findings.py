@@ -17,7 +17,8 @@ import numpy as np
 
 from memlib import experiments
 from memlib.analysis import COMPLEXITY_FILE, adv_losses_key, complexity_key, read_adversarial_losses
-from memlib.io import atomic_write_text, read_store
+from memlib.io import atomic_write_text
+from memlib.report import eval_fraction
 from memlib.runs import Run, run_state
 from memlib.stats import AtLeast, Comparison, Estimate, bootstrap, difference, over_seeds, tau_b, verdict, wilson
 
@@ -82,9 +83,7 @@ def final_acc(run: Run, metric: str) -> tuple[float, int]:
 
 
 def eval_acc(run: Run, which: str, attack: str, n: int) -> float | None:
-    kept, _ = read_store(run.dir / "eval.json")
-    hits = [v["acc"] for k, v in kept.items() if k.startswith(f"{which}|{attack}|n={n}|")]
-    return hits[0] if hits else None
+    return eval_fraction(run.dir, which, attack, n)
 
 
 def per_seed(runs: list, value) -> Estimate | None:

@@ -150,11 +150,17 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _eval_acc(project: Path, run_dir: str, which: str, attack: str, n: int) -> float | None:
-    """A checkpoint's accuracy (%) under ``attack`` on ``n`` test images, as ``evaluate_run`` kept it."""
-    kept, _ = read_store(project / run_dir / "eval.json")
+def eval_fraction(run_dir: Path, which: str, attack: str, n: int) -> float | None:
+    """A checkpoint's accuracy (a fraction) under ``attack`` on ``n`` test images, as ``evaluate_run`` kept it."""
+    kept, _ = read_store(Path(run_dir) / "eval.json")
     hits = [v["acc"] for k, v in kept.items() if k.startswith(f"{which}|{attack}|n={n}|")]
-    return 100 * hits[0] if hits else None
+    return hits[0] if hits else None
+
+
+def _eval_acc(project: Path, run_dir: str, which: str, attack: str, n: int) -> float | None:
+    """The same in %."""
+    acc = eval_fraction(project / run_dir, which, attack, n)
+    return None if acc is None else 100 * acc
 
 
 def build_table1(project: Path, runs: dict, dataset: str, attacks: list, n: int, title: str, setting: str) -> dict:
