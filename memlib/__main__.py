@@ -2,7 +2,8 @@
 ``python -m memlib evaluate RUN_DIR [--attacks natural,pgd-10,...] [--n N]`` and
 ``python -m memlib reproduce --tier smoke|quick|paper [--only NOTEBOOK] [--force]`` (train what is needed, execute
 the notebooks), ``python -m memlib render --tier quick`` (the same from the committed records alone, training
-nothing) and ``python -m memlib plan --tier T [--json]`` (what ``reproduce`` would do, and its time here)."""
+nothing), ``python -m memlib plan --tier T [--json]`` (what ``reproduce`` would do, and its time here) and
+``python -m memlib lab`` (JupyterLab from the project root, saving notebooks without their outputs)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,19 @@ def _plan(args) -> int:
     return 0
 
 
+def _lab(args) -> int:
+    from memlib.notebook_files import lab_main
+    from memlib.runs import project_root
+
+    return lab_main(project_root(), args.jupyter_args)
+
+
+def _notebook_filter(args) -> int:
+    from memlib.notebook_files import filter_main
+
+    return filter_main(args.files)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m memlib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,13 +170,28 @@ def main(argv: list[str] | None = None) -> int:
                             "jobs")
         p.set_defaults(func=_reproduce)
 
+    p = sub.add_parser("lab", help="start JupyterLab from the project root; saving a notebook of notebooks/ keeps "
+                                   "it free of outputs (memlib.notebook_files)")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab, e.g. --port 8890")
+    p.set_defaults(func=_lab)
+
+    p = sub.add_parser("notebook-filter", help="strip a notebook to its inputs: stdin to stdout (a git clean "
+                                               "filter), or --write FILE... in place")
+    p.add_argument("files", nargs=argparse.REMAINDER, help="--write FILE...; nothing: stdin to stdout")
+    p.set_defaults(func=_notebook_filter)
+
     p = sub.add_parser("plan", help="what `reproduce` would do: each notebook's runs, their state, the time here")
     p.add_argument("--tier", default="quick", help="smoke | quick | paper")
     p.add_argument("--only", default="", help="comma-separated notebook names (default: all)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=_plan)
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["lab"], ["notebook-filter"]):  # the rest is passed on as it is (options included)
+        args = argparse.Namespace(func=_lab if argv[0] == "lab" else _notebook_filter, jupyter_args=argv[1:],
+                                  files=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         code = args.func(args)
     except MemlibError as exc:

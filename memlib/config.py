@@ -495,6 +495,51 @@ def check_notebook_parameters(namespace: dict, notebook: str) -> None:
                 RunConfig.from_dict(namespace[name])
             except ConfigError as exc:
                 raise ConfigError(f"notebook {notebook}: {name}: {exc}") from None
+    if namespace.get("tier") in NOTEBOOK_TIERS:
+        _apply_tier(namespace, notebook, project, declared)
+
+
+FREE_PARAMETERS = ("tier", "interactive", "force", "jobs")  # how a notebook runs, not what it computes
+
+
+def _apply_tier(namespace: dict, notebook: str, project: Path, declared: list[str]) -> None:
+    """Make the namespace hold the chosen tier's values: a parameter still at its cell default takes the value of
+    ``params/<notebook>/<tier>.yaml`` (choosing ``tier = "quick"`` in the cell loads the quick tier). A value
+    changed by hand that is not the tier's stops in one line for the committed tiers (quick, paper): their
+    outputs hold only their own numbers. The smoke tier's outputs are scratch, so there it may be anything."""
+    path = project / "params" / notebook / f"{namespace['tier']}.yaml"
+    if not path.is_file():
+        return
+    defaults = resolve_bases(notebook_defaults(notebook, project), project)
+    tier_values = resolve_bases(read_yaml(path, "notebook parameters"), project)
+    loaded = []
+    for name in declared:
+        if name in FREE_PARAMETERS or name not in namespace:
+            continue
+        want = tier_values.get(name, defaults.get(name))
+        value = namespace[name]
+        if _same(value, want):
+            continue
+        if _same(value, defaults.get(name)):
+            namespace[name] = want
+            loaded.append(name)
+        elif namespace["tier"] != "smoke":
+            raise ConfigError(
+                f"notebook {notebook}: {name} = {value!r} is not the {namespace['tier']} tier's value "
+                f"({want!r}, {path.relative_to(project)}); outputs/{namespace['tier']}/ holds only that tier's "
+                f"numbers: change the tier's file, or experiment with tier = 'smoke'") from None
+    if loaded:
+        print(f"tier {namespace['tier']}: {len(loaded)} value(s) loaded from {path.relative_to(project)} "
+              f"({', '.join(loaded)})")
+
+
+def _same(a, b) -> bool:
+    """Equal as parameter values (a list and a tuple alike; 8 and 8.0 alike)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
 
 
 BASES_DIR = "params/bases"  # shared run settings, one file per base, named by the notebooks' params files

@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # Sec. 3.1 — Adversarial training with random labels
 #
@@ -95,6 +80,7 @@ regularized = f"with weight decay {noise_cfg.weight_decay:g}" if noise_study els
     "without regularizers (paper: with weight decay and data augmentation, App. A.1.2)"
 noise_setting = setting(noise_cfg, tier, f"noise-rate runs (Fig. 2c, A.6, A.7) {regularized}", paper=paper_setting)
 
+
 # %% [markdown]
 # ## Fig. 2(a, b): learning curves on true and random labels
 #
@@ -102,7 +88,6 @@ noise_setting = setting(noise_cfg, tier, f"noise-rate runs (Fig. 2c, A.6, A.7) {
 # red: random labels (noise rate 1.0, each label redrawn uniformly over the 10 classes). Chance is 10%.
 # Read the red curves: does the method *memorize* the random labels, i.e. climb towards 100%, and does it
 # do so against the attack too?
-
 
 # %%
 def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2"):

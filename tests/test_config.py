@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,32 @@ def test_bad_baseline_values_are_rejected_with_one_line(values, needle):
     with pytest.raises(ConfigError) as info:
         RunConfig.from_dict(values)
     assert needle in one_line_error(info)
+
+
+def test_choosing_a_tier_in_the_parameters_cell_loads_that_tiers_file(capsys):
+    """A student who sets tier = "quick" in the cell gets the quick tier's values, not the smoke defaults
+    written into outputs/quick/ (issue: the intro table became 10.00 everywhere under a quick-tier title)."""
+    from memlib.config import check_notebook_parameters, notebook_defaults, read_yaml, resolve_bases
+
+    ns = {**notebook_defaults("01_introduction"), "tier": "quick"}
+    check_notebook_parameters(ns, "01_introduction")
+    root = Path(__file__).resolve().parent.parent
+    quick = resolve_bases(read_yaml(root / "params/01_introduction/quick.yaml", "p"), root)
+    assert ns["base"] == quick["base"] and ns["eval_n"] == quick["eval_n"] == 500
+    assert "4 value(s) loaded from params/01_introduction/quick.yaml" in capsys.readouterr().out
+    again = dict(ns)
+    check_notebook_parameters(again, "01_introduction")  # papermill's injected values: nothing to load or print
+    assert again == ns and capsys.readouterr().out == ""
+
+
+def test_a_hand_changed_value_never_reaches_a_committed_tiers_outputs():
+    from memlib.config import check_notebook_parameters, notebook_defaults
+
+    ns = {**notebook_defaults("01_introduction"), "tier": "quick", "eval_n": 37}
+    with pytest.raises(ConfigError) as info:
+        check_notebook_parameters(ns, "01_introduction")
+    msg = str(info.value)
+    assert "\n" not in msg and "eval_n = 37" in msg and "quick tier's value (500" in msg and "smoke" in msg
+    smoke = {**notebook_defaults("01_introduction"), "tier": "smoke", "eval_n": 37}  # scratch: experiment freely
+    check_notebook_parameters(smoke, "01_introduction")
+    assert smoke["eval_n"] == 37
