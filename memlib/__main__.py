@@ -110,6 +110,23 @@ def _plan(args) -> int:
     return 0
 
 
+def _book(args) -> int:
+    from memlib.book import build
+    from memlib.runs import project_root
+
+    index = build(project_root(), args.tier, Path(args.out) if args.out else None)
+    print(f"book: {index} (every internal link and image resolves)")
+    return 0
+
+
+def _export_weights(args) -> int:
+    from memlib.runs import project_root
+    from memlib.showcase import export
+
+    export(project_root())
+    return 0
+
+
 def _lab(args) -> int:
     from memlib.notebook_files import lab_main
     from memlib.runs import project_root
@@ -169,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
                             "job asks for twice its planned time plus 10 min, and a longer run resumes in requeued "
                             "jobs")
         p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("book", help="build the static book of a tier (HTML, offline) into build/book and check "
+                                    "its links")
+    p.add_argument("--tier", default="quick", help="smoke | quick | paper")
+    p.add_argument("--out", default=None, help="folder of the book (default: build/book)")
+    p.set_defaults(func=_book)
+
+    p = sub.add_parser("export-weights", help="write the quick tier's explorer checkpoints as committed "
+                                              "safetensors and outputs/quick/WEIGHTS.sha256 (memlib.showcase)")
+    p.set_defaults(func=_export_weights)
 
     p = sub.add_parser("lab", help="start JupyterLab from the project root; saving a notebook of notebooks/ keeps "
                                    "it free of outputs (memlib.notebook_files)")

@@ -118,6 +118,45 @@ def load_checkpoint(path: str | Path, expect_run_id: str | None = None) -> dict:
     return state
 
 
+# --- committed weights: safetensors (tensors and text metadata only, nothing to unpickle) ---------------------
+
+def save_weights_file(path: str | Path, state: dict, source_sha256: str) -> None:
+    """Write the model tensors of checkpoint ``state`` as a safetensors file (atomically), with its run id and
+    epoch, and the sha256 of the checkpoint it came from: results cached on that checkpoint stay valid for it."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
+    meta = {"format": CHECKPOINT_FORMAT, "run_id": str(state.get("run_id")), "epoch": str(state.get("epoch")),
+            "source_sha256": source_sha256}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def weights_file_metadata(path: str | Path) -> dict:
+    """The text metadata of a safetensors weights file (``save_weights_file``), read without its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({type(exc).__name__})") from None
+
+
+def load_weights_file(path: str | Path, expect_run_id: str | None = None) -> dict:
+    """A safetensors weights file as a checkpoint state (``{"model", "epoch", "run_id"}``), checked to belong to
+    ``expect_run_id``."""
+    from safetensors.torch import load_file
+
+    meta = weights_file_metadata(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a memlib weights file")
+    if expect_run_id is not None and meta.get("run_id") != expect_run_id:
+        raise CheckpointError(f"{path} belongs to run {meta.get('run_id')!r}, not {expect_run_id!r}")
+    epoch = meta.get("epoch")
+    return {"format": CHECKPOINT_FORMAT, "model": load_file(str(path)), "run_id": meta.get("run_id"),
+            "epoch": int(epoch) if epoch and epoch.isdigit() else None, "source_sha256": meta.get("source_sha256")}
+
+
 # --- the store behind ``runs.Run.cached``: results keyed by their settings, each with its weights' digest ---
 # JSON: {key: value}; a dict value carries its digest as "checkpoint_sha256", other values in the map
 # "__weights__". An .npz file: {key: array, "checkpoint|<key>": digest}, plus the run-level arrays its writer

@@ -34,7 +34,8 @@ import torch.nn as nn
 from memlib import __version__
 from memlib.config import ConfigError, MemlibError, RunConfig
 from memlib.data import NUM_CLASSES, DataError, data_digest, load_split, resolve_source, source_label
-from memlib.io import DIGEST_FIELD, file_digest, load_checkpoint, read_store, write_store
+from memlib.io import (DIGEST_FIELD, file_digest, load_checkpoint, load_weights_file, read_store, weights_file_metadata,
+                       write_store)
 from memlib.models import build_model
 
 # Per-channel statistics used only when ``normalize: true`` (the authors feed raw [0, 1] pixels).
@@ -307,8 +308,11 @@ def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None
     """Make sure checkpoint ``which`` (best, final or a snapshot ``epoch_NNN``) of a finished run is on disk: a
     record is trained again (resumably; its metrics are compared with the record's), unless only records may
     be read, which raises ``WeightsUnavailable`` with the command that trains it. Runs that are not records, and
-    checkpoints that training does not write, are left to ``load_checkpoint``'s own error."""
+    checkpoints that training does not write, are left to ``load_checkpoint``'s own error. A checkpoint
+    committed as ``<which>.safetensors`` (``committed_weights``) is there already: nothing to train."""
     run_dir = Path(run_dir)
+    if committed_weights(run_dir, which) is not None:
+        return
     if _weights_listener is not None:
         _weights_listener(run_dir)
     if run_state(run_dir)[0] != "record" or ((run_dir / f"{which}.pt").is_file() and not retraining(run_dir)):
@@ -325,6 +329,17 @@ def ensure_weights(run_dir: str | Path, which: str = "final", log=print) -> None
         raise WeightsUnavailable(f"the weights of run {run_dir.name} ({which}.pt) are not on this machine; import "
                                  f"memlib.train (it trains records again) or run `python -m memlib reproduce`")
     _retrain(run_dir, log=log)
+
+
+def committed_weights(run_dir: str | Path, which: str) -> Path | None:
+    """``<which>.safetensors`` of a record whose ``<which>.pt`` is not on disk: weights committed with the
+    record (``python -m memlib export-weights``), used in place of the checkpoint; None when there is none, when
+    the checkpoint itself is there, or while the run is trained again."""
+    run_dir = Path(run_dir)
+    path = run_dir / f"{which}.safetensors"
+    if path.is_file() and not (run_dir / f"{which}.pt").is_file() and not retraining(run_dir):
+        return path
+    return None
 
 
 def snapshot_path(run_dir: str | Path, epoch: int) -> Path:
@@ -408,15 +423,21 @@ class Run:
         """The model with the weights of checkpoint ``which`` (best | final | last | epoch_NNN), in eval mode,
         and the checkpoint's state; a record's weights are trained first (``ensure_weights``)."""
         ensure_weights(self.dir, which)
-        state = load_checkpoint(self.checkpoint(which), expect_run_id=self.record["run_id"])
+        committed = committed_weights(self.dir, which)
+        state = (load_weights_file(committed, expect_run_id=self.record["run_id"]) if committed else
+                 load_checkpoint(self.checkpoint(which), expect_run_id=self.record["run_id"]))
         model = make_model(self.config, device)
         model.load_state_dict(state["model"])
         return model.eval(), state
 
     def weights_digest(self, which: str) -> str | None:
         """The sha256 of checkpoint ``which``, None when it is not on disk (a record); computed once per file
-        version (size and modification time)."""
+        version (size and modification time). For committed weights: the sha256 of the checkpoint they were
+        exported from, so results cached on that checkpoint are reused."""
         path = self.checkpoint(which)
+        committed = committed_weights(self.dir, which)
+        if committed is not None:
+            return weights_file_metadata(committed).get("source_sha256") or None
         if not path.is_file():
             return None
         stat = path.stat()

@@ -40,6 +40,7 @@ import torch
 from IPython.display import Markdown, display
 
 import memlib.methods
+from memlib import showcase
 from memlib.attacks import ce_objective, pgd
 from memlib.evaluate import load_weights
 from memlib.experiments import declare
@@ -240,8 +241,10 @@ plt.show()
 # $\epsilon$, the perturbation at the largest $\epsilon$ last.)
 
 # %%
-if interactive:
-    intro.explorer_widget(models, images, labels, K)
+if interactive:  # the committed quick-tier models when they are here (a smoke model sits at chance)
+    shown = showcase.explorer_models(out.project, "01_introduction", tier, models, K, device)
+    display(Markdown(shown.note))
+    intro.explorer_widget(shown.models, images, labels, shown.steps)
 else:
     n = min(n_examples, len(labels))
     fig = intro.explorer_grid(models, images, labels, eps_values, n, K)

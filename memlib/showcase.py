@@ -1,0 +1,141 @@
+"""The trained models the explorers show by default, in every tier: a few checkpoints of the quick tier,
+committed as safetensors beside their run records (about 0.7 MB each, ``LIMIT_BYTES`` in all) and listed with
+their sha256 in ``outputs/quick/WEIGHTS.sha256`` (``sha256sum -c`` reads it). A smoke model sits at chance, so
+an explorer on it looks broken (the prediction never changes with eps); with these, a student's first *Run All*
+shows what adversarial training does. Without them (weights not exported), an explorer falls back to its own
+tier's models and says so.
+
+``python -m memlib export-weights`` writes them from the quick tier's trained checkpoints (after
+``reproduce --tier quick``); loading them never unpickles anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from memlib.config import ConfigError
+from memlib.io import atomic_write_text, file_digest, load_checkpoint, save_weights_file, weights_file_metadata
+from memlib.runs import Run, committed_weights, read_metrics
+
+TIER = "quick"
+LIMIT_BYTES = 5_000_000
+SUMS = "WEIGHTS.sha256"
+# {notebook: {run key of its experiment: checkpoint}}: what each explorer needs.
+COMMITTED = {
+    "01_introduction": {"standard": "final", "pgd_at": "final"},  # the eps explorer
+    "05_robust_overfitting": {("seed", 0): "final"},  # the hardest-examples gallery (its loss_checkpoint)
+}
+
+
+def _declared(project: Path, notebook: str):
+    from memlib.experiments import declare, params
+
+    p = params(notebook, TIER, project)
+    return declare(notebook, p, Path("outputs") / TIER / "runs", "data")
+
+
+def committed_runs(project: Path, notebooks=None) -> list[tuple[str, object, Path, str]]:
+    """(notebook, run key, run folder, checkpoint) of every committed checkpoint (of ``notebooks``, default all),
+    in ``COMMITTED``'s order."""
+    out = []
+    for notebook, keys in COMMITTED.items():
+        if notebooks is not None and notebook not in notebooks:
+            continue
+        dirs = _declared(project, notebook).dirs
+        for key, which in keys.items():
+            out.append((notebook, key, project / dirs[key], which))
+    return out
+
+
+def export(project: Path, log=print) -> Path:
+    """Write each ``COMMITTED`` checkpoint of the quick tier as ``<which>.safetensors`` in its run folder, from
+    its trained ``<which>.pt``, and ``outputs/quick/WEIGHTS.sha256``; stops in one line when a checkpoint is
+    not trained here or the files would exceed ``LIMIT_BYTES``."""
+    project = Path(project)
+    files = []
+    for notebook, key, run_dir, which in committed_runs(project):
+        pt = run_dir / f"{which}.pt"
+        if not pt.is_file():
+            raise ConfigError(f"{run_dir.name} has no {which}.pt here (notebook {notebook}): `python -m memlib "
+                              f"reproduce --tier {TIER} --only {notebook}` trains it, then export again")
+        run = Run(run_dir)
+        state = load_checkpoint(pt, expect_run_id=run.record["run_id"])
+        target = run_dir / f"{which}.safetensors"
+        save_weights_file(target, state, file_digest(pt))
+        files.append(target)
+        log(f"{target.relative_to(project)}: {target.stat().st_size / 1e6:.2f} MB")
+    total = sum(f.stat().st_size for f in files)
+    if total > LIMIT_BYTES:
+        raise ConfigError(f"the committed weights would take {total / 1e6:.1f} MB, more than "
+                          f"{LIMIT_BYTES / 1e6:.0f} MB: commit fewer checkpoints (memlib/showcase.py, COMMITTED)")
+    sums = project / "outputs" / TIER / SUMS
+    atomic_write_text(sums, "".join(f"{file_digest(f)}  {f.relative_to(sums.parent)}\n" for f in files))
+    log(f"{sums.relative_to(project)}: {len(files)} files, {total / 1e6:.2f} MB")
+    return sums
+
+
+def check(project: Path) -> list[str]:
+    """What is wrong with the committed weights (empty: nothing): a listed file missing or changed, a file of
+    another run, or more than ``LIMIT_BYTES``."""
+    project = Path(project)
+    sums = project / "outputs" / TIER / SUMS
+    if not sums.is_file():
+        return [f"{sums.relative_to(project)} is missing"]
+    problems, total = [], 0
+    for line in sums.read_text().splitlines():
+        digest, rel = line.split("  ", 1)
+        path = sums.parent / rel
+        if not path.is_file():
+            problems.append(f"{rel} is listed but missing")
+            continue
+        total += path.stat().st_size
+        if file_digest(path) != digest:
+            problems.append(f"{rel}: sha256 differs from {SUMS}")
+        if weights_file_metadata(path).get("run_id") != Run(path.parent).record["run_id"]:
+            problems.append(f"{rel} is not the weights of its run folder's record")
+    if total > LIMIT_BYTES:
+        problems.append(f"{total / 1e6:.1f} MB of weights, more than {LIMIT_BYTES / 1e6:.0f} MB")
+    return problems
+
+
+@dataclass
+class Shown:
+    """What an explorer shows: {display name: model}, the PGD steps of their runs' robust accuracy, and a line
+    saying which models these are."""
+    models: dict
+    steps: int
+    note: str
+
+
+def explorer_models(project: Path, notebook: str, tier: str, own: dict, own_steps: int, device="cpu") -> Shown:
+    """The models of ``notebook``'s explorer: the committed quick-tier ones when their weights are here (with
+    their model, tier, epoch and test accuracy in the note), else ``own`` (this tier's {display name: model})
+    with a note saying so."""
+    from memlib.present import name
+
+    project = Path(project)
+    found = [(key, run_dir, which) for _, key, run_dir, which in committed_runs(project, [notebook])]
+    if not found or not all(committed_weights(d, w) or (d / f"{w}.pt").is_file() for _, d, w in found):
+        return Shown(own, own_steps, fallback_note(notebook, tier))
+    shown, parts = {}, []
+    for key, run_dir, which in found:
+        run = Run(run_dir)
+        model, state = run.load(which, device)
+        c = run.config
+        shown[name(c.method)] = model
+        row = next((r for r in read_metrics(run_dir) if r.get("epoch") == state.get("epoch")), {})
+        acc = (f"{100 * row['test_nat_acc']:.1f}% natural / {100 * row['test_rob_acc']:.1f}% PGD-{c.eval_steps} "
+               f"test accuracy on {c.test_subset} images" if "test_rob_acc" in row else "accuracy not recorded")
+        parts.append(f"{name(c.method)} ({which} checkpoint, epoch {state.get('epoch')}: {acc})")
+    c = Run(found[0][1]).config
+    note = (f"Explorer models: the {TIER} tier's trained {c.model} (width {c.width:g}, {c.train_subset} training "
+            f"images, {c.epochs} epochs; committed weights, `{SUMS}`): " + "; ".join(parts) + ".")
+    return Shown(shown, c.eval_steps, note)
+
+
+def fallback_note(notebook: str, tier: str) -> str:
+    """The note of an explorer showing its own tier's models because the committed ones are not here."""
+    return (f"Explorer models: this {tier} tier's own (the committed {TIER}-tier weights are not here). "
+            + ("Smoke models sit near chance, so their predictions hardly change. " if tier == "smoke" else "")
+            + f"`python -m memlib reproduce --tier {TIER} --only {notebook}` then `python -m memlib "
+              f"export-weights` puts trained ones in place.")
