@@ -23,7 +23,6 @@ SUMS = "WEIGHTS.sha256"
 # {notebook: {run key of its experiment: checkpoint}}: what each explorer needs.
 COMMITTED = {
     "01_introduction": {"standard": "final", "pgd_at": "final"},  # the eps explorer
-    "05_robust_overfitting": {("seed", 0): "final"},  # the hardest-examples gallery (its loss_checkpoint)
 }
 
 

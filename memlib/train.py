@@ -537,10 +537,24 @@ def train_many(cfgs: list[RunConfig], *, jobs: int = 1, force: bool = False, log
     unique = {}
     for cfg in cfgs:
         unique.setdefault(run_dir_for(cfg)[1], cfg)
+    if not os.environ.get("TQDM_DISABLE"):  # with the progress bars (a batch's executed notebooks show neither)
+        log(training_status(unique, force))
     done: dict = {}
     for wave in _waves(unique):
         done.update(_train_wave(wave, jobs, force, log))
     return [done[run_dir_for(cfg)[1]] for cfg in cfgs]
+
+
+def training_status(unique: dict, force: bool = False) -> str:
+    """One line for the top of a notebook: how many of its runs ({run id: config}) are reused and which are
+    trained now (their progress bars follow)."""
+    states = {rid: run_state(run_dir_for(cfg)[0])[0] for rid, cfg in unique.items()}
+    todo = [rid for rid, st in states.items() if force or st in ("missing", "stopped")]
+    reused = len(unique) - len(todo)
+    head = f"Status: {len(unique)} run(s) in this notebook, {reused} reused (finished, or records)"
+    if not todo:
+        return head + "; nothing to train."
+    return head + f"; training {len(todo)} now, one progress bar each below: " + ", ".join(todo)
 
 
 def _waves(unique: dict) -> list[dict]:

@@ -48,7 +48,7 @@ from memlib.lectures import introduction as intro  # this notebook's figures and
 from memlib.present import name, show_setting
 from memlib.report import Outputs
 from memlib.runs import select_device
-from memlib.train import train
+from memlib.train import train_many
 
 out = Outputs(tier, "01_introduction")
 planned = declare("01_introduction", globals(), out.runs, out.data).configs  # the two runs: only `method` differs
@@ -60,7 +60,8 @@ images, labels, source = intro.comparison_images(cfg, eval_n, device)
 this_setting = intro.setting_line(cfg, tier, eval_n, len(labels), source, paper_setting)
 show_setting(this_setting)
 
-run_dirs = {key: train(c, force=force).run_dir for key, c in planned.items()}  # trained once, then reused
+results = train_many(list(planned.values()), force=force)  # trained once, then reused
+run_dirs = {key: result.run_dir for key, result in zip(planned, results)}
 for run_dir in run_dirs.values():
     out.add_run(run_dir)
 

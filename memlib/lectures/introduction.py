@@ -155,7 +155,8 @@ def probabilities(model, x):
 
 def explorer_view(model, model_name: str, x1, y1, eps_k: int, steps: int, classes=CIFAR10_CLASSES):
     """One test image attacked at eps_k/255: clean image, perturbation (+-eps spans the grey range) and
-    adversarial image, each titled with the prediction and its confidence (green correct, red wrong)."""
+    adversarial image, each titled with the prediction and its confidence (green correct, red wrong); returns
+    the figure and the same predictions as one line of text (printed under it, and read by the browser test)."""
     import matplotlib.pyplot as plt
 
     x1_adv = attack_at(model, x1, y1, eps_k, steps)
@@ -169,7 +170,7 @@ def explorer_view(model, model_name: str, x1, y1, eps_k: int, steps: int, classe
     show_image(axes[2], x1_adv[0], f"eps {eps_k}/255: {adv}", adv_color)
     fig.suptitle(f"{model_name}; true class: {classes[int(y1[0])]}", fontsize=9)
     fig.tight_layout()
-    return fig
+    return fig, f"{model_name}, true class {classes[int(y1[0])]}: clean → {clean}; eps {eps_k}/255 → {adv}"
 
 
 def explorer_widget(models: dict, images, labels, steps: int, classes=CIFAR10_CLASSES) -> None:
@@ -180,8 +181,9 @@ def explorer_widget(models: dict, images, labels, steps: int, classes=CIFAR10_CL
 
     def explore(model_name, eps_k, index):
         x1, y1 = images[index:index + 1].float() / 255, labels[index:index + 1]
-        explorer_view(models[model_name], model_name, x1, y1, eps_k, steps, classes)
+        _, caption = explorer_view(models[model_name], model_name, x1, y1, eps_k, steps, classes)
         plt.show()
+        print(caption)
 
     widgets.interact(explore,
                      model_name=widgets.Dropdown(options=list(models), description="model"),

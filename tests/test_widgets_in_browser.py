@@ -1,0 +1,227 @@
+"""A student's JupyterLab, for real: `python -m memlib lab` on a free local port, each notebook opened in
+headless Chromium (Debian's, driven by Playwright through ``executable_path``: no browser download), *Run All*,
+then: no error output, no widget shown as text, each explorer's figure redrawn when its control moves, 01's
+explorer showing the committed trained models with a prediction that changes with eps, and `git status`
+unchanged after saving and closing every notebook. Smoke tier; the runs the smoke notebook test trained are
+reused (this file runs after tests/test_notebooks.py), so it takes a few minutes."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser")) if p
+                 and Path(p).is_file()), None)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium; "
+                                                         ".ci/run installs it where apt-get can)")
+WIDGET_AS_TEXT = re.compile(r"^\s*(interactive|VBox|HBox|Dropdown|IntSlider|FloatSlider|SelectionSlider|"
+                            r"SelectMultiple|Output)\(|Error displaying widget|Loading widget")
+TIMINGS: dict = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _git_status() -> str:
+    """What git says changed, run folders aside (a resumable training elsewhere may be writing there)."""
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".",
+                           ":(exclude)outputs/*/runs"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab as the README starts it, with its own workspace and runtime folders; yields (url, token)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("the git status check needs a git checkout")
+    port, token = _free_port(), secrets.token_hex(16)
+    tmp = tmp_path_factory.mktemp("lab")
+    env = {**os.environ, "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "memlib", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", "--ServerApp.port_retries=0"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # a CI container runs as root; JupyterLab refuses that otherwise
+    log = open(tmp / "lab.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited: {(tmp / 'lab.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("JupyterLab did not answer within 2 minutes")
+    yield url, token
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def status_before(lab):
+    before = _git_status()
+    yield before
+
+
+def _run_all(page, url: str, token: str, name: str) -> float:
+    """Open ``name`` as a student does (accepting the kernel JupyterLab proposes), Run All, wait until every
+    code cell has run; the seconds it took."""
+    page.goto(f"{url}/lab/tree/notebooks/{name}.ipynb?token={token}&reset")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
+    try:  # JupyterLab 4.5+ asks which kernel to start (the notebook's own is preselected)
+        page.locator(".jp-Dialog button:has-text('Select')").click(timeout=15_000)
+    except sync_api.TimeoutError:
+        pass
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    t0 = time.time()
+    page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
+    page.click("div.lm-Menu-itemLabel:text-is('Run All Cells')")
+    while True:
+        prompts = page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent)")
+        if prompts and all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts):
+            idle = page.query_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+            if idle:
+                break
+        assert time.time() - t0 < 900, f"{name}: Run All did not finish in 15 min ({prompts})"
+        time.sleep(1)
+    page.wait_for_timeout(1500)  # widgets render after their kernel messages
+    return time.time() - t0
+
+
+def _outputs(page) -> list[tuple[str, str]]:
+    return page.eval_on_selector_all(
+        ".jp-OutputArea-output", "els => els.map(e => [e.getAttribute('data-mime-type') || '', e.innerText])")
+
+
+def _explorer_image(page):
+    """The src of the last explorer's figure (the last interact widget's output image)."""
+    imgs = page.locator(".widget-interact .jp-OutputArea-output img, .widget-interact img")
+    return imgs.last.get_attribute("src") if imgs.count() else None
+
+
+def _move_a_control(page) -> str:
+    """Move the last explorer's first control that changes its view: a dropdown to its next option, else a
+    slider one step right; what was moved."""
+    box = page.locator(".widget-interact").last
+    selects = box.locator("select")
+    for i in range(selects.count()):
+        sel = selects.nth(i)
+        options = sel.locator("option")
+        if options.count() > 1 and not sel.get_attribute("multiple"):
+            current = sel.input_value()
+            values = [options.nth(k).get_attribute("value") for k in range(options.count())]
+            sel.select_option(value=next(v for v in values if v != current))
+            return f"dropdown {i}"
+    handles = box.locator(".noUi-handle, .slider-container [role='slider']")
+    if handles.count():
+        handles.first.focus()
+        page.keyboard.press("ArrowRight")
+        return "slider"
+    multi = box.locator("select[multiple] option")
+    if multi.count() > 1:
+        multi.first.click()  # select only the first method
+        return "multiple select"
+    raise AssertionError("no control to move in the explorer")
+
+
+def _wait_changed(page, before: str | None, what: str) -> str:
+    for _ in range(240):
+        now = _explorer_image(page)
+        if now and now != before:
+            return now
+        page.wait_for_timeout(500)
+    raise AssertionError(f"the explorer's figure did not change after moving its {what}")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_run_all_in_jupyterlab(lab, browser, status_before, name):
+    url, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        TIMINGS[name] = _run_all(page, url, token, name)
+        print(f"browser Run All {name}: {TIMINGS[name]:.0f} s")
+        outputs = _outputs(page)
+        errors = [text[:300] for mime, text in outputs if "stderr" in mime
+                  and ("Traceback" in text or re.search(r"^\w*(Error|Exception)\b", text, re.M))]
+        assert not errors, f"{name}: error output: {errors[0]}"
+        as_text = [text[:120] for _, text in outputs if WIDGET_AS_TEXT.search(text)]
+        assert not as_text, f"{name}: a widget shown as text: {as_text[0]}"
+        assert page.locator(".widget-interact").count() >= 1, f"{name}: no explorer rendered"
+        before = _explorer_image(page)
+        assert before, f"{name}: the explorer shows no figure"
+        moved = _move_a_control(page)
+        _wait_changed(page, before, moved)
+        if name == "01_introduction":
+            _check_intro_predictions(page)
+        page.keyboard.press("Control+s")  # save as a student would; the pre-save hook strips it
+        page.wait_for_timeout(1500)
+        page.click("div.lm-MenuBar-itemLabel:text-is('File')")
+        page.locator("div.lm-Menu-itemLabel", has_text="Close and Shut Down").first.click()
+        try:
+            page.locator(".jp-Dialog button:has-text('Shut Down'), .jp-Dialog button:has-text('Ok')").first.click(
+                timeout=5000)
+        except sync_api.TimeoutError:
+            pass
+        page.wait_for_timeout(1000)
+    finally:
+        page.close()
+    assert _git_status() == status_before, f"{name}: git status changed after running and saving it"
+
+
+def _check_intro_predictions(page) -> None:
+    """01's explorer: the committed quick-tier models, and the adversarial prediction changes with eps."""
+    assert "Explorer models: the quick tier's trained" in page.locator(".jp-Notebook").inner_text()
+    box = page.locator(".widget-interact").last
+    box.locator("select").first.select_option(label="Standard training")
+    handle = box.locator(".noUi-handle").first
+
+    def caption():
+        text = box.inner_text()
+        found = re.findall(r"eps (\d+)/255 → (.+)", text)
+        return found[-1] if found else None
+
+    seen = {}
+    for key in ("Home", "End"):  # eps 0, then eps 16
+        old = caption()
+        handle.focus()
+        page.keyboard.press(key)
+        for _ in range(240):
+            now = caption()
+            if now and now != old:
+                break
+            page.wait_for_timeout(500)
+        seen[key] = caption()
+    assert seen["Home"][0] == "0" and seen["End"][0] == "16", seen
+    assert seen["Home"][1] != seen["End"][1], f"the prediction does not change with eps: {seen}"
+
