@@ -1,0 +1,89 @@
+"""Committed weights: a checkpoint exported as safetensors serves a record exactly as its .pt would (same model,
+same cached results, nothing retrained, nothing unpickled), a file of another run is refused, and the committed
+set under outputs/quick is whole, listed by sha256, small, and shows trained models whose predictions change
+with eps (what 01's explorer shows a student)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import memlib.train  # noqa: F401  (registers the retrainer)
+from memlib import runs as R
+from memlib import showcase
+from memlib.attacks import attack
+from memlib.evaluate import evaluate_run
+from memlib.io import CheckpointError, file_digest, load_checkpoint, save_weights_file
+from memlib.runs import Run, run_state
+from memlib.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _never_retrain(run_dir, log=None):
+    raise AssertionError(f"{run_dir} was trained again although its weights are committed")
+
+
+def test_committed_weights_stand_in_for_the_checkpoint(tiny_cfg, monkeypatch, one_thread):
+    run_dir = train(tiny_cfg(epochs=2)).run_dir
+    cached = evaluate_run(run_dir, ("natural",), log=lambda m: None)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        want = Run(run_dir).load("final")[0](x)
+    digest = file_digest(run_dir / "final.pt")
+    save_weights_file(run_dir / "final.safetensors", load_checkpoint(run_dir / "final.pt"), digest)
+    for name in ("best.pt", "final.pt", "last.pt"):  # a fresh clone: the record and the committed weights
+        (run_dir / name).unlink()
+    assert run_state(run_dir)[0] == "record"
+
+    monkeypatch.setattr(R, "_retrain", _never_retrain)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled a checkpoint"))
+    model, state = Run(run_dir).load("final")
+    with torch.no_grad():
+        assert torch.equal(model(x), want)
+    assert state["epoch"] == 2
+    assert Run(run_dir).weights_digest("final") == digest  # results cached on the .pt stay valid
+    assert evaluate_run(run_dir, ("natural",), checkpoints=("final",),
+                        log=lambda m: None)["final"] == cached["final"]
+
+
+def test_weights_of_another_run_are_refused(tiny_cfg, one_thread):
+    a = train(tiny_cfg(epochs=1)).run_dir
+    b = train(tiny_cfg(epochs=1, seed=3)).run_dir
+    save_weights_file(b / "final.safetensors", load_checkpoint(a / "final.pt"), file_digest(a / "final.pt"))
+    (b / "final.pt").unlink()
+    with pytest.raises(CheckpointError) as info:
+        Run(b).load("final")
+    assert "belongs to run" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_committed_weights_are_whole_listed_and_small():
+    assert showcase.check(ROOT) == []
+    listed = (ROOT / "outputs" / showcase.TIER / showcase.SUMS).read_text().splitlines()
+    wanted = {(d.relative_to(ROOT / "outputs" / showcase.TIER), w) for _, _, d, w in showcase.committed_runs(ROOT)}
+    assert {(Path(line.split("  ", 1)[1]).parent, Path(line).stem) for line in listed} == wanted
+
+
+def test_the_intro_explorer_shows_trained_models_whose_predictions_change_with_eps(one_thread):
+    shown = showcase.explorer_models(ROOT, "01_introduction", "smoke", {}, 2)
+    assert set(shown.models) == {"Standard training", "PGD-AT"}, shown.note
+    assert "quick tier's trained" in shown.note and "% natural" in shown.note
+    test = Run(showcase.committed_runs(ROOT)[0][2]).test_set()
+    x, y = test.images[:64].float() / 255, test.labels[:64]
+    for label, model in shown.models.items():
+        with torch.no_grad():
+            clean = model(x).argmax(1)
+        torch.manual_seed(0)
+        adv = attack(model, x, y, f"pgd-{shown.steps}", eps=16 / 255, alpha=2.5 * 16 / 255 / shown.steps)
+        with torch.no_grad():
+            attacked = model(adv).argmax(1)
+        assert (clean == y).float().mean() > 0.2, label  # trained: well above chance (10%)
+        assert (attacked != clean).any(), label  # the explorer's prediction moves with eps
+
+
+def test_without_committed_weights_the_explorer_says_it_shows_the_tiers_own(tmp_path):
+    own = {"Standard training": torch.nn.Identity()}
+    shown = showcase.explorer_models(tmp_path, "07_baselines", "smoke", own, 2)
+    assert shown.models is own and "not here" in shown.note and "export-weights" in shown.note
