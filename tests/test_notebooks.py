@@ -127,10 +127,24 @@ def test_smoke_tier_writes_every_promised_table_and_figure():
     assert all(s["ok"] for s in statuses)
     after = _snapshot(out)
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-    assert not changed, f"re-executing unchanged results changed: {changed}"
+    assert not changed, f"re-executing unchanged results changed: {changed}" + _first_difference(before, after, changed)
     assert {p.name for p in out.iterdir()} <= {"REPORT.md", "FINDINGS.md", "runs", "tables", "figures", "manifest",
                                                "notebooks",
                                                "status", ".jobs", ".staging", ".failed", ".render", ".submitit"}
+
+
+def _first_difference(before: dict, after: dict, changed: list) -> str:
+    """The first changed lines of the first changed text file, for the failure message."""
+    import difflib
+
+    for path in changed:
+        try:
+            a, b = before.get(path, b"").decode(), after.get(path, b"").decode()
+        except UnicodeDecodeError:
+            continue
+        lines = list(difflib.unified_diff(a.splitlines(), b.splitlines(), lineterm="", n=1))[:12]
+        return f"; {path}:\n" + "\n".join(line[:200] for line in lines)
+    return ""
 
 
 def _snapshot(out: Path) -> dict:
