@@ -13,6 +13,7 @@ their errors.
 from __future__ import annotations
 
 import ast
+import copy
 import logging
 import os
 import shutil
@@ -232,6 +233,8 @@ def normalize_notebook(path: Path, project: Path) -> None:
         cell.metadata.pop("execution", None)
         for key in _VOLATILE_META:
             cell.metadata.get("papermill", {}).pop(key, None)
+        if "outputs" in cell:
+            cell["outputs"] = _merged_streams(cell["outputs"])
         for output in cell.get("outputs", []):
             if isinstance(output.get("text"), str):
                 output["text"] = output["text"].replace(prefix, "")
@@ -239,6 +242,20 @@ def normalize_notebook(path: Path, project: Path) -> None:
                 if mime.startswith("text/") and isinstance(value, str):
                     output["data"][mime] = value.replace(prefix, "")
     atomic_write_text(path, nbformat.writes(nb))
+
+
+def _merged_streams(outputs: list) -> list:
+    """Consecutive stdout (or stderr) outputs of a cell as one: how the kernel's messages were split in time
+    (two prints, one output or two) is not part of the result."""
+    merged: list = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == output.get("name")):
+            last["text"] = "".join(last["text"]) + "".join(output["text"])
+        else:
+            merged.append(copy.copy(output))
+    return merged
 
 
 def run_batch(tier: str, only: list[str] | None = None, force: bool = False, executor: str = "local",
