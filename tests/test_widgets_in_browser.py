@@ -204,24 +204,30 @@ def _check_intro_predictions(page) -> None:
     assert "Explorer models: the quick tier's trained" in page.locator(".jp-Notebook").inner_text()
     box = page.locator(".widget-interact").last
     box.locator("select").first.select_option(label="Standard training")
-    handle = box.locator(".noUi-handle").first
 
     def caption():
-        text = box.inner_text()
-        found = re.findall(r"eps (\d+)/255 → (.+)", text)
+        found = re.findall(r"eps (\d+)/255 → (.+)", box.inner_text())
         return found[-1] if found else None
 
-    seen = {}
-    for key in ("Home", "End"):  # eps 0, then eps 16
-        old = caption()
-        handle.focus()
-        page.keyboard.press(key)
-        for _ in range(240):
-            now = caption()
-            if now and now != old:
-                break
-            page.wait_for_timeout(500)
-        seen[key] = caption()
+    def set_eps(key: str, want: str):
+        """The eps slider to its first (Home) or last (End) value, by keyboard, else by clicking the end of its
+        track (each try waits up to 30 s for the explorer to redraw)."""
+        for attempt in range(4):
+            if attempt % 2 == 0:
+                box.locator(".noUi-handle").first.focus()
+                page.keyboard.press(key)
+            else:
+                track = box.locator(".noUi-target").first.bounding_box()
+                x = track["x"] + (1 if key == "Home" else track["width"] - 1)
+                page.mouse.click(x, track["y"] + track["height"] / 2)
+            for _ in range(60):
+                now = caption()
+                if now and now[0] == want:
+                    return now
+                page.wait_for_timeout(500)
+        return caption()
+
+    seen = {"Home": set_eps("Home", "0"), "End": set_eps("End", "16")}
     assert seen["Home"][0] == "0" and seen["End"][0] == "16", seen
     assert seen["Home"][1] != seen["End"][1], f"the prediction does not change with eps: {seen}"
 
