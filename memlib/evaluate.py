@@ -13,7 +13,7 @@ from memlib.attacks import attack, eval_mode, parse_attack
 from memlib.config import ConfigError
 from memlib.data import balanced_subset
 from memlib.models import fold_bn as folded_view
-from memlib.runs import Run, select_device, uses_amp, uses_channels_last
+from memlib.runs import Run, WeightsUnavailable, select_device, uses_amp, uses_channels_last
 
 TABLE1_ATTACKS = ("natural", "pgd-10", "pgd-1000", "cw-1000", "autoattack")
 
@@ -70,14 +70,20 @@ def check_attacks(attacks) -> None:
 
 def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural", "pgd-10"), *, n: int = 0,
                  checkpoints: tuple[str, ...] = ("best", "final"), batch_size: int = 500, seed: int | None = None,
-                 device: str = "auto", force: bool = False, log=print) -> dict:
+                 device: str = "auto", force: bool = False, missing_weights: str = "raise", log=print) -> dict:
     """Evaluate checkpoints of a run on all (n = 0) or n class-balanced test examples; each result is kept in
     the run's ``eval.json`` (``Run.cached``, with the checkpoint's digest) under
     ``"<checkpoint>|<attack>|n=<n>|seed=<seed>"``, and returned as ``{checkpoint: {"epoch", attack: acc}}``.
     The subset's default seed is the one training used for its per-epoch test subset, so with
     ``n = test_subset`` the best epoch is chosen and reported on the same images, as in the paper (which uses
-    the whole test set for both)."""
+    the whole test set for both).
+
+    A record whose weights are not on this machine is trained again first, except while only records may be
+    read (``python -m memlib render``): then it raises ``WeightsUnavailable``, or with ``missing_weights="skip"``
+    each result that is not kept is None (a table shows it as not yet evaluated)."""
     check_attacks(attacks)
+    if missing_weights not in ("raise", "skip"):
+        raise ConfigError(f"missing_weights must be 'raise' or 'skip'; got {missing_weights!r}")
     if n < 0 or batch_size < 1:
         raise ConfigError(f"n must be >= 0 (0 = all test examples) and batch_size >= 1; got n={n}, "
                           f"batch_size={batch_size}")
@@ -107,10 +113,17 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
                 "data_source": run.record["data_source"]}
 
     results: dict = {}
+    def kept(which: str, spec: str) -> dict | None:
+        try:
+            return run.cached(EVAL_FILE, f"{which}|{spec}|n={n}|seed={seed}", lambda: measure(which, spec),
+                              weights=which, force=force)
+        except WeightsUnavailable:
+            if missing_weights == "raise":
+                raise
+            return None
+
     for which in checkpoints:
-        entries = {spec: run.cached(EVAL_FILE, f"{which}|{spec}|n={n}|seed={seed}",
-                                    lambda w=which, a=spec: measure(w, a), weights=which, force=force)
-                   for spec in attacks}
-        epoch = next(iter(entries.values()))["epoch"] if entries else None
-        results[which] = {"epoch": epoch, **{spec: e["acc"] for spec, e in entries.items()}}
+        entries = {spec: kept(which, spec) for spec in attacks}
+        epoch = next((e["epoch"] for e in entries.values() if e), None)
+        results[which] = {"epoch": epoch, **{spec: e and e["acc"] for spec, e in entries.items()}}
     return results

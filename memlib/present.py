@@ -7,6 +7,8 @@ imports from here instead of re-typing any of it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from memlib.config import RunConfig
@@ -265,10 +267,32 @@ def plot_timing(ax, cfgs: dict, epochs: int) -> None:
     ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.05))
 
 
+def diff_points(result: dict, attack: str) -> float | None:
+    """Best minus final accuracy under ``attack`` in points, from one ``evaluate_run`` result; None while either
+    is not evaluated."""
+    best, final = result["best"][attack], result["final"][attack]
+    return None if best is None or final is None else PERCENT * (best - final)
+
+
+def not_evaluated(evals: dict, runs: dict, n: int, command: str) -> str:
+    """A note naming the runs of ``evals`` ({key: evaluate_run's result}) with a result still missing (their
+    weights are not on this machine, ``evaluate_run(missing_weights="skip")``), and the ``command`` that trains
+    and evaluates them; "" when nothing is missing."""
+    missing = sorted({Path(runs[k]).name for k, e in evals.items()
+                      if any(v is None for c in e.values() for a, v in c.items() if a != "epoch")})
+    if not missing:
+        return ""
+    return (f"> **Not yet evaluated on {n or 'all'} test images:** {len(missing)} run(s), shown as – in the tables "
+            f"and left out of the verdicts: {', '.join(missing)}. Their records are here, their weights are not; "
+            f"`{command}` trains them again and evaluates them.")
+
+
 def gap_summary(attack: str, ours: dict, paper: dict, notes: dict | None = None) -> str:
     """The line under a best/final table (Tables 1, 2): each method's best minus final accuracy under ``attack``
     (``ours``: {method: points}; ``notes``: {method: text shown in brackets}), then the paper's PGD-10 Diff of the
-    methods its table has (``paper``: a table of memlib.paper, {method: {"pgd-10": {"diff": points}}})."""
-    this = ", ".join(f"{name(m)} {v:+.2f}" + (f" ({notes[m]})" if m in (notes or {}) else "") for m, v in ours.items())
+    methods its table has (``paper``: a table of memlib.paper, {method: {"pgd-10": {"diff": points}}}); a
+    method whose value is None (not yet evaluated) shows as "–"."""
+    this = ", ".join(f"{name(m)} " + ("–" if v is None else f"{v:+.2f}")
+                     + (f" ({notes[m]})" if m in (notes or {}) else "") for m, v in ours.items())
     theirs = ", ".join(f"{name(m)} {paper[m]['pgd-10']['diff']:+.2f}" for m in ours if m in paper)
     return f"**Best − final under {attack}, this run:** {this}.  \n**Paper, PGD-10:** {theirs}."

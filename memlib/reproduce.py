@@ -148,7 +148,8 @@ def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, r
         status["last_good"] = status["started"]
     if missing:
         status["weights_missing"] = missing
-    complete = not (stopped or missing)
+    # a render that ran to its end is whole, even where it skipped what needs weights (its tables say so)
+    complete = not stopped
     _install(stage, out, name, whole=complete)
     if not complete:  # the incomplete executed notebook is kept apart; the committed one stays
         _install_file(stage / f"{name}.ipynb", out / ".render" / "notebooks" / f"{name}.ipynb")
@@ -328,7 +329,11 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     failed = [s["notebook"] for s in statuses if not s["ok"]]
     log(f"report: {report}" + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
     for s in statuses:
-        if s.get("stopped_for_weights") or s.get("weights_missing"):
+        if s.get("weights_missing") and not s.get("stopped_for_weights"):
+            log(f"  {s['notebook']}: ran to its end without the weights of "
+                f"{', '.join(Path(r).name for r in s['weights_missing'])}; what needs them is marked as not yet "
+                f"evaluated (`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them)")
+        elif s.get("stopped_for_weights"):
             log(f"  {s['notebook']}: " + (f"rendered up to {s['stopped_for_weights'].split(':')[0]}, which needs "
                                           "weights; " if s.get("stopped_for_weights") else "") +
                 (f"needs the weights of {', '.join(Path(r).name for r in s['weights_missing'])}" if

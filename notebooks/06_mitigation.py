@@ -178,7 +178,13 @@ robust_attacks = [a for a in attacks if a != "natural"]
 selection_attack = next((a for a in robust_attacks if a.startswith("pgd")), (robust_attacks or [None])[0])
 # Table 1's own runs under every attack; the other seeds and the attempts under natural and that attack only
 few = [a for a in ("natural", selection_attack) if a in attacks]
-evals = {key: evaluate_run(path, attacks if len(key) == 2 else few, n=eval_n) for key, path in runs.items()}
+# a render from records (`python -m memlib render`) evaluates only the runs whose weights are here: the others'
+# cells stay "–" until a run of the tier trains them again
+evals = {key: evaluate_run(path, attacks if len(key) == 2 else few, n=eval_n, missing_weights="skip")
+         for key, path in runs.items()}
+command = f"python -m memlib reproduce --tier {tier} --only 06_mitigation"
+if note := present.not_evaluated(evals, runs, eval_n, command):
+    display(Markdown(note))
 
 for d in datasets:
     letter = LETTERS.get(d, "")
@@ -189,8 +195,8 @@ for d in datasets:
     if selection_attack:
         cells = {m: evals[(d, m)] for m in methods}
         display(Markdown(present.gap_summary(
-            selection_attack, {m: present.PERCENT * (e["best"][selection_attack] - e["final"][selection_attack])
-                               for m, e in cells.items()}, TABLE1.get(d, {}),
+            selection_attack, {m: present.diff_points(e, selection_attack) for m, e in cells.items()},
+            TABLE1.get(d, {}),
             {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()})))
     if len(finding_seeds) > 1:  # every row at every seed: mean ± std (F11's interval: FINDINGS.md)
         display(Markdown(out.table(

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 import memlib.train  # noqa: F401  (registers the retrainer)
+from memlib.config import ConfigError
 from memlib.evaluate import evaluate_run, load_weights
 from memlib.plan import plan_notebook
 from memlib.runs import WeightsUnavailable, ensure_weights, read_metrics, retraining, run_state
@@ -157,3 +158,28 @@ def test_a_record_another_process_is_training_is_waited_for(tiny_cfg):
     t0 = time.time()
     ensure_weights(run_dir, "final", log=lambda m: None)  # waits instead of failing on the lock
     assert time.time() - t0 >= 1.4 and run_state(run_dir)[0] == "finished"
+
+
+def test_a_render_evaluates_only_what_it_can(tiny_cfg, monkeypatch):
+    """Rendering from records (`memlib render`) a table whose evaluation needs weights that are not here: with
+    ``missing_weights="skip"`` the kept results are returned, the missing ones are None and nothing is cached or
+    trained; by default it stops with WeightsUnavailable; a bad value is one line."""
+    from memlib.present import not_evaluated
+
+    run_dir = train(tiny_cfg(epochs=2)).run_dir
+    evaluate_run(run_dir, ("natural",), log=lambda m: None)
+    _as_record(run_dir)
+    kept = (run_dir / "eval.json").read_bytes()
+    monkeypatch.setenv("MEMLIB_RECORDS_ONLY", "1")
+    result = evaluate_run(run_dir, ("natural", "pgd-2"), missing_weights="skip", log=lambda m: None)
+    assert result["final"]["natural"] >= 0 and result["final"]["epoch"] == 2
+    assert result["final"]["pgd-2"] is None and result["best"]["pgd-2"] is None
+    assert (run_dir / "eval.json").read_bytes() == kept and run_state(run_dir)[0] == "record"
+    note = not_evaluated({"a": result}, {"a": run_dir}, 0, "python -m memlib reproduce")
+    assert run_dir.name in note and "1 run(s)" in note
+    assert not_evaluated({"a": evaluate_run(run_dir, ("natural",), missing_weights="skip", log=lambda m: None)},
+                         {"a": run_dir}, 0, "x") == ""
+    with pytest.raises(WeightsUnavailable):
+        evaluate_run(run_dir, ("pgd-2",), log=lambda m: None)
+    with pytest.raises(ConfigError, match="missing_weights"):
+        evaluate_run(run_dir, ("natural",), missing_weights="train", log=lambda m: None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from memlib.config import RunConfig
 from memlib.paper import TABLE2
-from memlib.present import PERCENT, eps_text, gap_summary, setting, show_setting, te_text
+from memlib.present import diff_points, eps_text, gap_summary, not_evaluated, setting, show_setting, te_text
 
 
 def hyperparameters(rows: dict[str, RunConfig]) -> str:
@@ -56,13 +56,18 @@ def table_attacks(p: dict) -> dict:
 def evaluate_tables(p: dict, runs: dict) -> None:
     """Evaluate the best and final checkpoints of every table's runs (``runs``: run key -> folder) under its
     table's attacks on ``eval_n`` test images; the results are kept in each run's eval.json. The robust teachers
-    are Table 2 rows; KD-SWA's standard teacher is not evaluated."""
+    are Table 2 rows; KD-SWA's standard teacher is not evaluated. A render from records evaluates only the runs
+    whose weights are here, and a note names the others (their cells stay "–")."""
+    from IPython.display import Markdown, display
+
     from memlib.evaluate import evaluate_run
 
     attacks = table_attacks(p)
-    for key, path in runs.items():
-        if key[0] in attacks:
-            evaluate_run(path, attacks[key[0]], n=p["eval_n"])
+    evals = {key: evaluate_run(path, attacks[key[0]], n=p["eval_n"], missing_weights="skip")
+             for key, path in runs.items() if key[0] in attacks}
+    command = f"python -m memlib reproduce --tier {p['tier']} --only 07_baselines"
+    if note := not_evaluated(evals, runs, p["eval_n"], command):
+        display(Markdown(note))
 
 
 def best_final(out, p: dict, runs: dict, name: str, keys, row_seeds, table_setting: str, title: str) -> None:
@@ -91,9 +96,9 @@ def show_gaps(p: dict, runs: dict) -> None:
     if not robust:
         return
 
-    def gap(key):
-        cells = [evaluate_run(runs[("table2", key, s)], [robust], n=p["eval_n"], log=lambda m: None)
-                 for s in p["seeds"]]
-        return sum(PERCENT * (r["best"][robust] - r["final"][robust]) for r in cells) / len(cells)
+    def gap(key):  # None while a seed is not evaluated
+        cells = [diff_points(evaluate_run(runs[("table2", key, s)], [robust], n=p["eval_n"], log=lambda m: None,
+                                          missing_weights="skip"), robust) for s in p["seeds"]]
+        return None if None in cells else sum(cells) / len(cells)
 
     display(Markdown(gap_summary(robust, {k: gap(k) for k in p["table2_rows"]}, TABLE2)))
