@@ -197,7 +197,8 @@ for d in datasets:
         display(Markdown(present.gap_summary(
             selection_attack, {m: present.diff_points(e, selection_attack) for m, e in cells.items()},
             TABLE1.get(d, {}),
-            {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()})))
+            {m: f"best epoch {e['best']['epoch']} of {e['final']['epoch']}" for m, e in cells.items()
+             if e["best"]["epoch"] is not None})))
     if len(finding_seeds) > 1:  # every row at every seed: mean ± std (F11's interval: FINDINGS.md)
         display(Markdown(out.table(
             f"table1{letter}_{d}_seeds", "best_final", paper="table_c2" if d == "cifar10" else "",
