@@ -205,7 +205,7 @@ def explore_curves(groups: dict, cfgs: dict, interactive: bool, *, te_band: bool
         widgets.interact(show, group=widgets.Dropdown(options=list(groups), description="runs") if titled
                          else widgets.fixed(next(iter(groups))),
                          methods=widgets.SelectMultiple(options=[(name(k), k) for k in keys], value=tuple(keys),
-                                                        description="methods"),
+                                                        rows=len(keys), description="methods"),  # all in view
                          metric=widgets.Dropdown(options=[(v, k) for k, v in METRIC_NAMES.items()],
                                                  value="test_rob_acc", description="metric"))
         return

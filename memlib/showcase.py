@@ -132,6 +132,39 @@ def explorer_models(project: Path, notebook: str, tier: str, own: dict, own_step
     return Shown(shown, c.eval_steps, note)
 
 
+@dataclass
+class ShownRuns:
+    """The runs a learning-curve explorer draws: {run key: folder}, {run key: config}, and a line saying whose
+    they are ("" for the notebook's own)."""
+    runs: dict
+    configs: dict
+    note: str
+
+
+def explorer_runs(project: Path, notebook: str, tier: str, own_runs: dict, own_configs: dict) -> ShownRuns:
+    """The runs of ``notebook``'s learning-curve explorer. In the smoke tier, whose runs train for seconds and
+    show little, the committed quick tier's records of the same notebook when every one of them is here (they are
+    committed with the project; drawing them needs no weights), with a note saying so; else the tier's own
+    (``own_runs``: {key: folder}, ``own_configs``: {key: config})."""
+    from memlib.runs import run_state
+
+    project = Path(project)
+    if tier != "smoke":
+        return ShownRuns(own_runs, own_configs, "")
+    declared = _declared(project, notebook)
+    dirs = {key: project / d for key, d in declared.dirs.items()}
+    if not dirs or any(run_state(d)[0] not in ("finished", "record") for d in dirs.values()):
+        return ShownRuns(own_runs, own_configs, "")
+    from memlib.present import DATA_NAMES
+
+    c = next(iter(declared.configs.values()))
+    return ShownRuns(dirs, declared.configs, (
+        f"Explorer runs: the {TIER} tier's committed records ({c.model} width {c.width:g}, {c.train_subset} "
+        f"{DATA_NAMES.get(c.dataset, c.dataset)} training images, {c.epochs} epochs), not this {tier} tier's, "
+        f"which train for seconds and show little (they are in the figures above). `tier = \"{TIER}\"` draws "
+        f"every figure from them."))
+
+
 def fallback_note(notebook: str, tier: str) -> str:
     """The note of an explorer showing its own tier's models because the committed ones are not here."""
     return (f"Explorer models: this {tier} tier's own (the committed {TIER}-tier weights are not here). "

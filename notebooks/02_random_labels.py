@@ -55,6 +55,7 @@ check_notebook_parameters(globals(), "02_random_labels")
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from memlib import showcase
 from memlib.experiments import declare
 from memlib.present import (COLORS, PERCENT, labels_text, mark_schedule, name, plot_accuracies, plot_band, plot_curve,
                             setting, show_setting)
@@ -90,8 +91,9 @@ noise_setting = setting(noise_cfg, tier, f"noise-rate runs (Fig. 2c, A.6, A.7) {
 # do so against the attack too?
 
 # %%
-def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2"):
-    """Natural (solid) and robust (dashed) training accuracy of `method`'s runs of `study` at each noise rate."""
+def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2", metrics=metrics, configs=planned):
+    """Natural (solid) and robust (dashed) training accuracy of `method`'s runs of `study` at each noise rate
+    (`metrics`, `configs`: by run key, this tier's by default)."""
     for r in rates:
         color = {0.0: "tab:blue", 1.0: "tab:red"}.get(r, plt.cm.viridis(r))
         rows = metrics[(study, method, r)]
@@ -101,7 +103,7 @@ def plot_learning_curves(ax, method, rates=(0.0, 1.0), study="fig2"):
             seeds = [metrics[("fig2", method, r, "seed", s)] for s in finding_seeds]
             plot_band(ax, seeds, "train_nat_acc", color=color)
             plot_band(ax, seeds, "train_rob_acc", color=color, label="random labels")
-    mark_schedule(ax, planned[(study, method, rates[-1])])
+    mark_schedule(ax, configs[(study, method, rates[-1])])
     ax.axhline(10, color="gray", lw=0.5)  # chance: one class in ten
     ax.set(title=name(method), xlabel="epoch", ylabel="training accuracy (%)", ylim=(0, 102))
 
@@ -196,14 +198,24 @@ plt.show()
 if interactive:
     import ipywidgets as widgets
 
+    # in the smoke tier, the committed quick tier's records (memlib.showcase.explorer_runs)
+    view = showcase.explorer_runs(out.project, "02_random_labels", tier, run_dirs, planned)
+    shown = metrics
+    if view.note:
+        display(Markdown(view.note))
+        shown = {key: Run(path).evaluated for key, path in view.runs.items() if key[0] == "noise"}
+    shown_methods = list(dict.fromkeys(key[1] for key in shown if key[0] == "noise"))
+    shown_rates = sorted({key[2] for key in shown if key[0] == "noise"})
+
     def show(method, noise_rate):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_learning_curves(ax, method, rates=(noise_rate,), study="noise")
+        plot_learning_curves(ax, method, rates=(noise_rate,), study="noise", metrics=shown, configs=view.configs)
         ax.legend(fontsize=8)
         plt.show()
 
-    widgets.interact(show, method=widgets.Dropdown(options=methods, description="method"),
-                     noise_rate=widgets.SelectionSlider(options=noise_rates, description="noise rate"))
+    widgets.interact(show, method=widgets.Dropdown(options=[(name(m), m) for m in shown_methods],
+                                                   description="method"),
+                     noise_rate=widgets.SelectionSlider(options=shown_rates, description="noise rate"))
 else:
     fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False)
     for ax, method in zip(axes[0], methods):

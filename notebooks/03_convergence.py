@@ -277,7 +277,8 @@ if interactive:
         ax.set(xlabel="per-example gradient-norm ratio", ylabel="examples", title=f"{name(method)}, epoch {epoch}")
         plt.show()
 
-    widgets.interact(show, method=widgets.Dropdown(options=["pgd_at", "trades"], description="run"),
+    widgets.interact(show, method=widgets.Dropdown(options=[(name(m), m) for m in ("pgd_at", "trades")],
+                                                   description="run"),
                      epoch=widgets.IntSlider(min=0, max=grad_epochs, value=min(1, grad_epochs), description="epoch"))
 else:
     fig, ax = plt.subplots(figsize=(6, 3.4))

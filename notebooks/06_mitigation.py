@@ -83,7 +83,7 @@ check_notebook_parameters(globals(), "06_mitigation")
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from memlib import present
+from memlib import present, showcase
 from memlib.evaluate import evaluate_run
 from memlib.experiments import declare
 from memlib.methods import Context, method_spec
@@ -268,8 +268,17 @@ for d, c in first.items():
 # best epochs. (In a headless run this shows the robust metrics of every method at once instead.)
 
 # %%
-present.explore_curves({DATA_NAMES[d]: curves[d] for d in datasets}, {DATA_NAMES[d]: c for d, c in first.items()},
-                       interactive, te_band=te_band)
+groups, cfgs = {DATA_NAMES[d]: curves[d] for d in datasets}, {DATA_NAMES[d]: c for d, c in first.items()}
+if interactive:  # in the smoke tier, the committed quick tier's records (memlib.showcase.explorer_runs)
+    view = showcase.explorer_runs(out.project, "06_mitigation", tier, runs, planned)
+    if view.note:
+        display(Markdown(view.note))
+        groups, cfgs = {}, {}
+        for key, path in view.runs.items():
+            if len(key) == 2:  # Table 1's runs: (data set, method)
+                groups.setdefault(DATA_NAMES[key[0]], {})[key[1]] = Run(path).metrics
+                cfgs.setdefault(DATA_NAMES[key[0]], view.configs[key])
+present.explore_curves(groups, cfgs, interactive, te_band=te_band)
 
 # %% [markdown]
 # ## Summary

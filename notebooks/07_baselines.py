@@ -114,8 +114,9 @@ check_notebook_parameters(globals(), "07_baselines")
 
 # %%
 import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
 
-from memlib import present
+from memlib import present, showcase
 from memlib.experiments import declare
 from memlib.lectures import baselines as bl  # this notebook's setting lines, evaluations and tables
 from memlib.present import METRIC_NAMES, show_setting
@@ -222,7 +223,14 @@ plt.show()
 # the largest loss at all). (In a headless run this shows three metrics for every method.)
 
 # %%
-present.explore_curves({"Table 2": first_seed}, {"Table 2": c0}, interactive)
+shown, shown_cfg = first_seed, c0
+if interactive:  # in the smoke tier, the committed quick tier's records (memlib.showcase.explorer_runs)
+    view = showcase.explorer_runs(out.project, "07_baselines", tier, runs, {})
+    if view.note:
+        display(Markdown(view.note))
+        shown = {key[1]: Run(path).metrics for key, path in view.runs.items() if key[0] == "table2" and key[2] == 0}
+        shown_cfg = next(view.configs[key] for key in view.runs if key[0] == "table2")
+present.explore_curves({"Table 2": shown}, {"Table 2": shown_cfg}, interactive)
 
 # %% [markdown]
 # ## Table C.1: other networks and the l2 threat model

@@ -87,3 +87,17 @@ def test_without_committed_weights_the_explorer_says_it_shows_the_tiers_own(tmp_
     own = {"Standard training": torch.nn.Identity()}
     shown = showcase.explorer_models(tmp_path, "07_baselines", "smoke", own, 2)
     assert shown.models is own and "not here" in shown.note and "export-weights" in shown.note
+
+
+def test_smoke_curve_explorers_draw_the_committed_quick_records(tmp_path):
+    """02, 06 and 07's learning-curve explorers, in the smoke tier, draw the quick tier's committed records (all of
+    the notebook's runs, with a note); in other tiers, or where a quick record is missing, the tier's own."""
+    own = {"k": tmp_path / "own"}
+    shown = showcase.explorer_runs(ROOT, "02_random_labels", "smoke", own, {})
+    assert shown.note.startswith("Explorer runs: the quick tier's committed records") and shown.runs is not own
+    keys = [k for k in shown.runs if k[0] == "noise"]
+    assert keys and all(run_state(shown.runs[k])[0] in ("finished", "record") for k in keys)
+    assert all(Run(shown.runs[k]).metrics[-1]["epoch"] == shown.configs[k].epochs for k in keys)
+    assert showcase.explorer_runs(ROOT, "02_random_labels", "quick", own, {}) == showcase.ShownRuns(own, {}, "")
+    (tmp_path / "params").symlink_to(ROOT / "params")  # the quick tier declared, none of its records here
+    assert showcase.explorer_runs(tmp_path, "02_random_labels", "smoke", own, {}).runs is own
