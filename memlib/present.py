@@ -7,6 +7,7 @@ imports from here instead of re-typing any of it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,31 @@ def show_setting(text: str) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown(f"> {text}"))
+
+
+TIMES_FILE = Path("notebooks") / "README.md"  # its table "How long each notebook takes": the measured times
+
+
+def times_line(notebook: str, project: Path | None = None) -> str:
+    """How long ``notebook`` takes, from the one table of measured times (``TIMES_FILE``); "" without a row."""
+    from memlib.runs import project_root
+
+    path = (project or project_root()) / TIMES_FILE
+    row = re.search(rf"^\| {re.escape(notebook)} \| ([^|]+?) \| ([^|]+?) \|$", path.read_text(), re.M) \
+        if path.is_file() else None
+    if not row:
+        return ""
+    return (f"**How long it takes** (measured on a 2-core CPU; {TIMES_FILE.as_posix()}): *Run All* in the smoke "
+            f"tier {row[1]} with its runs already trained; the quick tier's runs {row[2]} of training (one thread, "
+            f"summed; `python -m memlib plan --tier quick --only {notebook}` says what is left to train here).")
+
+
+def show_times(notebook: str) -> None:
+    """Display ``times_line`` (in a notebook, under its parameter check)."""
+    from IPython.display import Markdown, display
+
+    if text := times_line(notebook):
+        display(Markdown(text))
 
 
 def show_image(ax, img, title: str = "", color: str = "black") -> None:

@@ -30,7 +30,10 @@ paper_setting: str = ("Paper (Sec. 5, Table 1): ResNet-18 at full width, all 50,
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "01_introduction")
+show_times("01_introduction")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import inspect

@@ -49,7 +49,10 @@ paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 150
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "02_random_labels")
+show_times("02_random_labels")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import matplotlib.pyplot as plt

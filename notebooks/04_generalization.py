@@ -66,7 +66,10 @@ paper_setting: str = ("Paper: WRN-28-10, all 50,000 CIFAR-10 images, PGD-10, 150
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "04_generalization")
+show_times("04_generalization")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import time

@@ -73,7 +73,10 @@ paper_setting: str = ("Paper (Sec. 4.1, App. C.1): ResNet-18 (Fig. C.2: WRN-28-1
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "05_robust_overfitting")
+show_times("05_robust_overfitting")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import matplotlib.pyplot as plt

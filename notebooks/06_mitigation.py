@@ -77,7 +77,10 @@ paper_setting: str = ("Paper (Sec. 5): ResNet-18, all training images, PGD-10 (s
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "06_mitigation")
+show_times("06_mitigation")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import matplotlib.pyplot as plt

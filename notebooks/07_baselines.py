@@ -110,7 +110,10 @@ paper_setting: str = ("Paper: ResNet-18 (C.1: also WRN-34-10, VGG-16), all train
 # %%
 # Stop here, in one line, on a parameter this notebook does not have or a value of the wrong type
 from memlib.config import check_notebook_parameters
+from memlib.present import show_times
+
 check_notebook_parameters(globals(), "07_baselines")
+show_times("07_baselines")  # the measured times of its tiers (notebooks/README.md)
 
 # %%
 import matplotlib.pyplot as plt

@@ -225,3 +225,14 @@ def test_an_executed_notebook_does_not_depend_on_how_its_prints_were_split_in_ti
              {"output_type": "stream", "name": "stdout", "text": "after\n"}]
     one = [{"output_type": "stream", "name": "stdout", "text": "source\ndifference 0\n"}, *split[2:]]
     assert _merged_streams(split) == one and _merged_streams(one) == one
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_notebook_states_its_measured_times(name):
+    """Each notebook shows, under its parameter check, its row of the one table of measured times."""
+    from memlib.present import times_line
+
+    line = times_line(name, ROOT)
+    assert "smoke tier" in line and "quick tier" in line, f"notebooks/README.md has no times row for {name}"
+    source = (ROOT / "notebooks" / f"{name}.py").read_text()
+    assert f'show_times("{name}")' in source
