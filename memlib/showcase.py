@@ -23,6 +23,7 @@ SUMS = "WEIGHTS.sha256"
 # {notebook: {run key of its experiment: checkpoint}}: what each explorer needs.
 COMMITTED = {
     "01_introduction": {"standard": "final", "pgd_at": "final"},  # the eps explorer
+    "05_robust_overfitting": {("seed", 0): "final"},  # the hard-example gallery's model (its loss_checkpoint)
 }
 
 
@@ -163,6 +164,37 @@ def explorer_runs(project: Path, notebook: str, tier: str, own_runs: dict, own_c
         f"{DATA_NAMES.get(c.dataset, c.dataset)} training images, {c.epochs} epochs), not this {tier} tier's, "
         f"which train for seconds and show little (they are in the figures above). `tier = \"{TIER}\"` draws "
         f"every figure from them."))
+
+
+def explorer_hard_examples(project: Path, tier: str, own, own_second, own_names: tuple) -> tuple:
+    """05's hard-example explorer: (examples, the second model's losses, their two names, a note). Outside the
+    quick tier, the committed quick-tier PGD-AT model (``COMMITTED``) with its and the second seed's saved
+    adversarial losses when they are here; else this tier's own (``own``: a ``HardExamples``), with a note when
+    the committed model is missing."""
+    from memlib.analysis import adv_losses_key, read_adversarial_losses
+    from memlib.experiments import params
+    from memlib.lectures.robust_overfitting import HardExamples, loss_attack
+
+    notebook = "05_robust_overfitting"
+    if tier == TIER:
+        return own, own_second, own_names, ""
+    p, dirs = params(notebook, TIER, project), _declared(project, notebook).dirs
+    (_, key, first, which), = committed_runs(project, [notebook])
+    second = project / dirs[("seed", p["seeds"][1])]
+    if not (committed_weights(first, which) or (first / f"{which}.pt").is_file()):
+        return own, own_second, own_names, fallback_note(notebook, tier)
+    a = loss_attack(p)  # the losses kept with the records: read, never computed (no run is trained again)
+    key = adv_losses_key(which, eps=a["eps"], alpha=a["alpha"], steps=a["steps"], norm=Run(first).config.norm,
+                         seed=a["seed"])
+    saved = {d: read_adversarial_losses(d, key) for d in (first, second)}
+    if any(v is None for v in saved.values()):
+        return own, own_second, own_names, fallback_note(notebook, tier)
+    c = Run(first).config
+    note = (f"Explorer: the {TIER} tier's trained PGD-AT model ({c.model} width {c.width:g}, {c.train_subset} "
+            f"training images, {c.epochs} epochs, seed {key[1]}, {which} checkpoint; committed weights, `{SUMS}`) "
+            f"and its adversarial losses beside those of seed {p['seeds'][1]}'s model, not this {tier} tier's.")
+    return (HardExamples.of_run(first, saved[first], which, a), saved[second]["losses"],
+            (f"seed {key[1]}", f"seed {p['seeds'][1]}"), note)
 
 
 def fallback_note(notebook: str, tier: str) -> str:

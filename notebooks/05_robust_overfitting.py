@@ -82,7 +82,7 @@ show_times("05_robust_overfitting")  # the measured times of its tiers (notebook
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from memlib import present
+from memlib import present, showcase
 from memlib.experiments import declare
 from memlib.lectures import robust_overfitting as ro  # this notebook's figures and computations
 from memlib.paper import TABLE1
@@ -280,8 +280,12 @@ display(Markdown(hard.class_counts()))
 # at evenly spaced ranks instead, hardest on the left.)
 
 # %%
-second = saved[run_dirs[("seed", seeds[1])]]["losses"]
-hard.explorer(second, (f"seed {seeds[0]}", f"seed {seeds[1]}"), interactive)
+second, names = saved[run_dirs[("seed", seeds[1])]]["losses"], (f"seed {seeds[0]}", f"seed {seeds[1]}")
+if interactive:  # the committed quick-tier model and losses when they are here (a smoke model ranks noise)
+    hard, second, names, note = showcase.explorer_hard_examples(out.project, tier, hard, second, names)
+    if note:
+        display(Markdown(note))
+hard.explorer(second, names, interactive)
 
 # %% [markdown]
 # ## Summary

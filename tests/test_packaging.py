@@ -110,7 +110,7 @@ def test_the_import_scan_sees_function_level_imports(tmp_path, monkeypatch):
 # batch, nothing computed), lectures/<section>.py holds the computations and figures its notebook calls.
 LAYERS = {"models": 0, "config": 1, "io": 2, "paper": 2, "schedule": 2, "stats": 2, "cluster": 3, "data": 3, "notebook_files": 3, "book": 3, "runs": 4,
           "attacks": 4, "methods": 5, "experiments": 5, "evaluate": 6, "train": 7, "analysis": 8, "report": 9,
-          "present": 9, "lectures": 10, "plan": 10, "findings": 10, "showcase": 10, "jobs": 11, "reproduce": 12, "__main__": 13}
+          "present": 9, "lectures": 10, "plan": 10, "findings": 10, "showcase": 11, "jobs": 11, "reproduce": 12, "__main__": 13}
 
 
 def _memlib_imports(tree: ast.AST):

@@ -101,3 +101,19 @@ def test_smoke_curve_explorers_draw_the_committed_quick_records(tmp_path):
     assert showcase.explorer_runs(ROOT, "02_random_labels", "quick", own, {}) == showcase.ShownRuns(own, {}, "")
     (tmp_path / "params").symlink_to(ROOT / "params")  # the quick tier declared, none of its records here
     assert showcase.explorer_runs(tmp_path, "02_random_labels", "smoke", own, {}).runs is own
+
+
+def test_the_smoke_hard_example_explorer_shows_the_committed_quick_model(tmp_path, one_thread):
+    """05's explorer outside the quick tier: the committed quick PGD-AT model with the losses kept beside the
+    records (nothing computed, nothing trained), ranked as kept; without them here, the tier's own with a note."""
+    own = object()
+    hard, second, names, note = showcase.explorer_hard_examples(ROOT, "smoke", own, None, ("a", "b"))
+    assert hard is not own and note.startswith("Explorer: the quick tier's trained PGD-AT model"), note
+    assert len(second) == len(hard.losses) == len(hard.ranking) and names == ("seed 0", "seed 1")
+    assert float(hard.losses[hard.ranking[0]]) == float(hard.losses.max())
+    x, x_adv, y, p_nat, _ = hard.view([len(hard.ranking) - 1])  # the easiest example: the model fits it
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and int(p_nat.argmax()) == int(y[0])
+    (tmp_path / "params").symlink_to(ROOT / "params")
+    got = showcase.explorer_hard_examples(tmp_path, "smoke", own, None, ("a", "b"))
+    assert got[0] is own and "not here" in got[3]
+    assert showcase.explorer_hard_examples(ROOT, "quick", own, None, ("a", "b")) == (own, None, ("a", "b"), "")
