@@ -66,9 +66,24 @@ padding:.2rem .4rem}img{max-width:100%}pre{background:#f6f6f6;padding:.5rem;over
 .jp-InputPrompt,.jp-OutputPrompt{display:none}.jp-Cell{margin:.6rem 0}"""
 
 
+# MathJax 2.7 from the jupyter-server-mathjax package, copied into the book: the lectures' formulas render
+# without a network ($...$ and $$...$$ as in the notebooks; code and pre blocks are left alone), in the
+# STIX-Web fonts the package ships
+MATHJAX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {inlineMath: [["$", "$"], '
+           '["\\\\(", "\\\\)"]], processEscapes: true}, messageStyle: "none", "HTML-CSS": {availableFonts: ["STIX-Web"], '
+           'preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null}});</script>'
+           '<script src="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"></script>')
+
+
 def _page(title: str, body: str, nav: str) -> str:
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body><nav>{nav}</nav>\n{body}\n</body></html>\n")
+            f"<style>{STYLE}</style>{MATHJAX}</head>\n<body><nav>{nav}</nav>\n{body}\n</body></html>\n")
+
+
+def _copy_mathjax(out: Path) -> None:
+    import jupyter_server_mathjax
+
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", out / "mathjax")
 
 
 def build(project: Path, tier: str = "quick", out: Path | None = None) -> Path:
@@ -82,6 +97,7 @@ def build(project: Path, tier: str = "quick", out: Path | None = None) -> Path:
     if out.exists():
         shutil.rmtree(out)
     (out / "figures").mkdir(parents=True)
+    _copy_mathjax(out)
     # executed notebooks are also what the source notebooks' links should open in the book
     targets = {src.resolve(): page for src, page in found.items()}
     targets.update({(project / "notebooks" / f"{Path(p).stem}.ipynb").resolve(): p
