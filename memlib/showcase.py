@@ -49,18 +49,23 @@ def committed_runs(project: Path, notebooks=None) -> list[tuple[str, object, Pat
 
 def export(project: Path, log=print) -> Path:
     """Write each ``COMMITTED`` checkpoint of the quick tier as ``<which>.safetensors`` in its run folder, from
-    its trained ``<which>.pt``, and ``outputs/quick/WEIGHTS.sha256``; stops in one line when a checkpoint is
-    not trained here or the files would exceed ``LIMIT_BYTES``."""
+    its trained ``<which>.pt`` (one exported before and not trained here since is kept), and
+    ``outputs/quick/WEIGHTS.sha256``; stops in one line when a checkpoint is neither trained nor exported here, or
+    when the files would exceed ``LIMIT_BYTES``."""
     project = Path(project)
     files = []
     for notebook, key, run_dir, which in committed_runs(project):
-        pt = run_dir / f"{which}.pt"
+        pt, target = run_dir / f"{which}.pt", run_dir / f"{which}.safetensors"
+        if not pt.is_file() and target.is_file() and committed_weights(run_dir, which) == target \
+                and weights_file_metadata(target).get("run_id") == Run(run_dir).record["run_id"]:
+            files.append(target)  # exported before, its checkpoint not trained here since: kept as it is
+            log(f"{target.relative_to(project)}: kept")
+            continue
         if not pt.is_file():
             raise ConfigError(f"{run_dir.name} has no {which}.pt here (notebook {notebook}): `python -m memlib "
                               f"reproduce --tier {TIER} --only {notebook}` trains it, then export again")
         run = Run(run_dir)
         state = load_checkpoint(pt, expect_run_id=run.record["run_id"])
-        target = run_dir / f"{which}.safetensors"
         save_weights_file(target, state, file_digest(pt))
         files.append(target)
         log(f"{target.relative_to(project)}: {target.stat().st_size / 1e6:.2f} MB")

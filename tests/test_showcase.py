@@ -117,3 +117,26 @@ def test_the_smoke_hard_example_explorer_shows_the_committed_quick_model(tmp_pat
     got = showcase.explorer_hard_examples(tmp_path, "smoke", own, None, ("a", "b"))
     assert got[0] is own and "not here" in got[3]
     assert showcase.explorer_hard_examples(ROOT, "quick", own, None, ("a", "b")) == (own, None, ("a", "b"), "")
+
+
+def test_export_writes_keeps_and_refuses(tiny_cfg, tmp_path, monkeypatch, one_thread):
+    """`memlib export-weights`: safetensors from the trained checkpoint and their sha256 list; exported weights
+    whose checkpoint is not here any more are kept as they are; neither here, or too many bytes: one line."""
+    from memlib.config import ConfigError
+
+    project = tmp_path
+    run_dir = train(tiny_cfg(epochs=1, out_dir=str(project / "outputs" / "quick" / "runs"))).run_dir
+    monkeypatch.setattr(showcase, "committed_runs", lambda p, notebooks=None: [("nb", "k", run_dir, "final")])
+    sums = showcase.export(project, log=lambda m: None)
+    target = run_dir / "final.safetensors"
+    listed = sums.read_text()
+    assert target.is_file() and listed.split()[0] == file_digest(target)
+    for name in ("best.pt", "final.pt", "last.pt"):
+        (run_dir / name).unlink()
+    assert showcase.export(project, log=lambda m: None).read_text() == listed  # kept, the same bytes
+    monkeypatch.setattr(showcase, "LIMIT_BYTES", 10)
+    with pytest.raises(ConfigError, match="more than"):
+        showcase.export(project, log=lambda m: None)
+    target.unlink()
+    with pytest.raises(ConfigError, match="has no final.pt here"):
+        showcase.export(project, log=lambda m: None)
