@@ -137,10 +137,14 @@ def _keep_good(project: Path, out: Path, name: str, stage: Path, status: dict, r
     asked = read_json(stage / WEIGHTS_FILE, [])
     status["weights"] = asked
     main = out / "status" / f"{name}.json"
-    if records_only and main.is_file():  # tell the last execution's status (the plan reads it) once
+    if records_only and main.is_file():  # tell the last execution's status (the plan reads it)
         known = read_json(main)
-        if isinstance(known, dict) and not set(asked) <= set(known.get("weights", [])):
-            atomic_write_json(main, {**known, "weights": sorted(set(known.get("weights", [])) | set(asked))})
+        # a render that ran to its end asked for every weight the notebook needs now (what it found cached or
+        # committed it did not ask for); one that stopped asked for some of them
+        weights = sorted(set(asked) | (set(known.get("weights", [])) if stopped else set())) \
+            if isinstance(known, dict) else None
+        if weights is not None and weights != known.get("weights", []):
+            atomic_write_json(main, {**known, "weights": weights})
     missing = [r for r in asked if run_state(project / r)[0] != "finished"]
     if stopped:  # from records alone it cannot go on: what it made up to there is good, the rest is kept
         status.update(ok=True, stopped_for_weights=status.pop("error"), error=None)

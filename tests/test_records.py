@@ -183,3 +183,28 @@ def test_a_render_evaluates_only_what_it_can(tiny_cfg, monkeypatch):
         evaluate_run(run_dir, ("pgd-2",), log=lambda m: None)
     with pytest.raises(ConfigError, match="missing_weights"):
         evaluate_run(run_dir, ("natural",), missing_weights="train", log=lambda m: None)
+
+
+def test_a_whole_render_tells_the_plan_which_weights_are_still_needed(tmp_path):
+    """The status the plan reads lists the runs whose weights a notebook needs: after a render that ran to its
+    end, exactly those it asked for (what it found cached or committed is no longer listed); after one that
+    stopped for weights, those too, beside the ones listed before."""
+    from memlib.io import atomic_write_json, read_json
+    from memlib.reproduce import WEIGHTS_FILE, _keep_good
+
+    out = tmp_path / "outputs" / "quick"
+    main = out / "status" / "nb.json"
+
+    def render(asked, error=None):
+        stage = tmp_path / "stage"
+        stage.mkdir(exist_ok=True)
+        atomic_write_json(stage / WEIGHTS_FILE, asked)
+        (stage / "nb.ipynb").write_text("{}")
+        status = {"ok": error is None, "error": error, "started": "now"}
+        _keep_good(tmp_path, out, "nb", stage, status, records_only=True)
+        return read_json(main)["weights"]
+
+    atomic_write_json(main, {"ok": True, "weights": ["runs/a", "runs/b"]})
+    assert render(["runs/b"]) == ["runs/b"]
+    assert render(["runs/c"], error="WeightsUnavailable: the weights of run c") == ["runs/b", "runs/c"]
+    assert render([]) == []
