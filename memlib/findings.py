@@ -34,8 +34,10 @@ class Result:
 
     @property
     def measured(self) -> bool:
-        items = [c for c in self.holds for c in (c.items if isinstance(c, AtLeast) else (c,))]
-        return any(c.estimate is not None for c in items)
+        """Every comparison of the "holds" clause has a value (docs/criteria.md: no verdict on part of the data;
+        "at least k of" counts as measured when k of its comparisons are)."""
+        return all(c.estimate is not None if not isinstance(c, AtLeast)
+                   else sum(i.estimate is not None for i in c.items) >= c.k for c in self.holds)
 
     @property
     def verdict(self) -> str:

@@ -189,9 +189,9 @@ def explorer_hard_examples(project: Path, tier: str, own, own_second, own_names:
     if not (committed_weights(first, which) or (first / f"{which}.pt").is_file()):
         return own, own_second, own_names, fallback_note(notebook, tier)
     a = loss_attack(p)  # the losses kept with the records: read, never computed (no run is trained again)
-    key = adv_losses_key(which, eps=a["eps"], alpha=a["alpha"], steps=a["steps"], norm=Run(first).config.norm,
-                         seed=a["seed"])
-    saved = {d: read_adversarial_losses(d, key) for d in (first, second)}
+    kept = adv_losses_key(which, eps=a["eps"], alpha=a["alpha"], steps=a["steps"], norm=Run(first).config.norm,
+                          seed=a["seed"])
+    saved = {d: read_adversarial_losses(d, kept) for d in (first, second)}
     if any(v is None for v in saved.values()):
         return own, own_second, own_names, fallback_note(notebook, tier)
     c = Run(first).config

@@ -92,3 +92,16 @@ def test_every_finding_and_attempt_has_its_criterion_and_setting():
     assert set(findings.ATTEMPTS) == set(findings.ATTEMPT_OF) == set(findings.ATTEMPT_SETTING)
     criteria = (ROOT / "docs" / "criteria.md").read_text()
     assert all(f"| {a} |" in criteria for a in findings.ATTEMPTS if a not in ("A4", "A6")) and "| A4/A6 |" in criteria
+
+
+def test_no_verdict_on_part_of_the_data():
+    """A finding with one comparison of its "holds" clause not measured yet is "not measured", whatever the
+    others say (docs/criteria.md); "at least k of" needs k measured."""
+    from memlib.stats import AtLeast, Comparison, Estimate
+
+    met = Comparison("a", Estimate(5.0, 4.0, 6.0), ">=", 1.0)
+    missing = Comparison("b", None, ">=", 1.0)
+    assert findings.Result("X", [met]).verdict == "holds"
+    assert findings.Result("X", [met, missing]).verdict == "not measured"
+    assert findings.Result("X", [AtLeast(1, (met, missing))]).verdict == "holds"
+    assert findings.Result("X", [AtLeast(2, (met, missing))]).verdict == "not measured"
