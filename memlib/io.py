@@ -128,7 +128,19 @@ def save_weights_file(path: str | Path, state: dict, source_sha256: str) -> None
     tensors = {k: v.detach().cpu().contiguous() for k, v in state["model"].items()}
     meta = {"format": CHECKPOINT_FORMAT, "run_id": str(state.get("run_id")), "epoch": str(state.get("epoch")),
             "source_sha256": source_sha256}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, _canonical_safetensors(save(tensors, metadata=meta)))
+
+
+def _canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: the library writes its metadata in a hash
+    map's order, which changes from one process to the next, so re-exporting would change the bytes."""
+    import json
+    import struct
+
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data section stays 8-byte aligned, as the library writes it
+    return struct.pack("<Q", len(header)) + header + data[8 + size:]
 
 
 def weights_file_metadata(path: str | Path) -> dict:

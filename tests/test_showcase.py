@@ -140,3 +140,21 @@ def test_export_writes_keeps_and_refuses(tiny_cfg, tmp_path, monkeypatch, one_th
     target.unlink()
     with pytest.raises(ConfigError, match="has no final.pt here"):
         showcase.export(project, log=lambda m: None)
+
+
+def test_exported_weights_are_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes its metadata in a hash map's order, which changes between processes; the exported
+    file's header is written sorted, so exporting the same checkpoint again gives the same bytes."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from memlib.io import save_weights_file, load_weights_file; torch.manual_seed(0); "
+            "save_weights_file(sys.argv[1], {'model': {'a.weight': torch.randn(3, 4), 'b.bias': torch.randn(5)}, "
+            "'run_id': 'r', 'epoch': 2}, 'abc'); print(sorted(load_weights_file(sys.argv[1])['model']))")
+    digests = set()
+    for i in range(4):
+        path = tmp_path / f"w{i}.safetensors"
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0 and "a.weight" in out.stdout, out.stderr
+        digests.add(file_digest(path))
+    assert len(digests) == 1
