@@ -70,8 +70,9 @@ padding:.2rem .4rem}img{max-width:100%}pre{background:#f6f6f6;padding:.5rem;over
 # without a network ($...$ and $$...$$ as in the notebooks; code and pre blocks are left alone), in the
 # STIX-Web fonts the package ships
 MATHJAX = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({tex2jax: {inlineMath: [["$", "$"], '
-           '["\\\\(", "\\\\)"]], processEscapes: true}, messageStyle: "none", "HTML-CSS": {availableFonts: ["STIX-Web"], '
-           'preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null}});</script>'
+           '["\\\\(", "\\\\)"]], processEscapes: true}, messageStyle: "none", '
+           '"HTML-CSS": {availableFonts: ["STIX-Web"], preferredFont: "STIX-Web", webFont: "STIX-Web", '
+           'imageFont: null}});</script>'
            '<script src="mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"></script>')
 
 

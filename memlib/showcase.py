@@ -202,6 +202,23 @@ def explorer_hard_examples(project: Path, tier: str, own, own_second, own_names:
             (f"seed {key[1]}", f"seed {p['seeds'][1]}"), note)
 
 
+LIVE = {  # explorers that compute from checkpoints none of which is committed: what committing them would take
+    "03_convergence": "a checkpoint per kept epoch of two runs",
+    "04_generalization": "the final checkpoint of every Fig. 6 model, more than the 5 MB the committed set may take",
+}
+
+
+def own_models_note(notebook: str, tier: str) -> str:
+    """The note of an explorer that computes live from this tier's own checkpoints (``LIVE``): below the quick
+    tier it says that these are small models and how to see trained ones; "" in the quick and paper tiers."""
+    if tier != "smoke" or notebook not in LIVE:
+        return ""
+    return (f"Explorer models: this {tier} tier's own, trained for seconds, so the view shows little. No "
+            f"{TIER}-tier weights are committed for it ({LIVE[notebook]}): `python -m memlib reproduce --tier "
+            f"{TIER} --only {notebook}` trains them here, then `tier = \"{TIER}\"` in the parameters cell shows "
+            f"them.")
+
+
 def fallback_note(notebook: str, tier: str) -> str:
     """The note of an explorer showing its own tier's models because the committed ones are not here."""
     return (f"Explorer models: this {tier} tier's own (the committed {TIER}-tier weights are not here). "

@@ -62,6 +62,7 @@ show_times("03_convergence")  # the measured times of its tiers (notebooks/READM
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from memlib import showcase
 from memlib.experiments import declare
 from memlib.experiments.convergence import snapshots
 from memlib.lectures.convergence import (findings, grad_norms, gradient_change, noise_norms, ratio_samples,
@@ -273,6 +274,9 @@ if variants:
 # %%
 if interactive:
     import ipywidgets as widgets
+
+    if note := showcase.own_models_note("03_convergence", tier):
+        display(Markdown(note))
 
     def show(method, epoch):
         fig, ax = plt.subplots(figsize=(6, 3.4))

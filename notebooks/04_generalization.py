@@ -77,7 +77,7 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from memlib import analysis
+from memlib import analysis, showcase
 from memlib.experiments import declare
 from memlib.lectures import generalization as gen  # this notebook's figures and computations
 from memlib.present import curve, setting, show_setting
@@ -221,6 +221,8 @@ show_setting(f"On {examples} training examples per model. {fig6_setting} (The pa
 
 # %%
 if interactive:
+    if note := showcase.own_models_note("04_generalization", tier):
+        display(Markdown(note))
     live = gen.Landscape(fig6_dirs, fig6, S)  # loads a model's final.pt on first use
     gen.explorer_widget(live, cx, gap, S["gamma"])
 else:

@@ -158,3 +158,14 @@ def test_exported_weights_are_the_same_bytes_in_every_process(tmp_path):
         assert out.returncode == 0 and "a.weight" in out.stdout, out.stderr
         digests.add(file_digest(path))
     assert len(digests) == 1
+
+
+def test_live_explorers_say_they_show_the_tiers_own_models():
+    """03's and 04's explorers compute from checkpoints that are not committed: in the smoke tier a note says so
+    and how to see trained ones; in the quick tier nothing is said."""
+    for notebook in ("03_convergence", "04_generalization"):
+        note = showcase.own_models_note(notebook, "smoke")
+        assert note.startswith("Explorer models: this smoke tier's own") and notebook in note
+        assert showcase.own_models_note(notebook, "quick") == ""
+        assert f'showcase.own_models_note("{notebook}", tier)' in (ROOT / "notebooks" / f"{notebook}.py").read_text()
+    assert showcase.own_models_note("02_random_labels", "smoke") == ""
