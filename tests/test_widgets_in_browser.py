@@ -248,7 +248,15 @@ def _check_intro_predictions(page) -> None:
             for _ in range(17):
                 page.keyboard.press("ArrowLeft" if end == "Home" else "ArrowRight")
 
+        def at_target() -> bool:
+            readout = box.locator(".widget-readout").first
+            return readout.count() > 0 and readout.inner_text().strip().startswith(f"{want}/")
+
         for way in (keyboard, drag, arrows, keyboard, drag):
+            if at_target():  # the slider is there but the explorer missed the change: step away, so the next
+                handle.focus()  # move is a change the kernel hears of again
+                page.keyboard.press("ArrowRight" if end == "Home" else "ArrowLeft")
+                page.wait_for_timeout(1500)
             way()
             if redrawn(want, 30):
                 return caption()
