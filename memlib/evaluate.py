@@ -112,7 +112,6 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
         return {"acc": acc, "epoch": state.get("epoch"), "seconds": time.time() - t0, "n": len(labels),
                 "data_source": run.record["data_source"]}
 
-    results: dict = {}
     def kept(which: str, spec: str) -> dict | None:
         try:
             return run.cached(EVAL_FILE, f"{which}|{spec}|n={n}|seed={seed}", lambda: measure(which, spec),
@@ -122,6 +121,7 @@ def evaluate_run(run_dir: str | Path | Run, attacks: tuple[str, ...] = ("natural
                 raise
             return None
 
+    results: dict = {}
     for which in checkpoints:
         entries = {spec: kept(which, spec) for spec in attacks}
         epoch = next((e["epoch"] for e in entries.values() if e), None)

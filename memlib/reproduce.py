@@ -333,18 +333,17 @@ def run_batch(tier: str, only: list[str] | None = None, force: bool = False, exe
     failed = [s["notebook"] for s in statuses if not s["ok"]]
     log(f"report: {report}" + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
     for s in statuses:
-        if s.get("weights_missing") and not s.get("stopped_for_weights"):
-            log(f"  {s['notebook']}: ran to its end without the weights of "
-                f"{', '.join(Path(r).name for r in s['weights_missing'])}; what needs them is marked as not yet "
-                f"evaluated (`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them)")
-        elif s.get("stopped_for_weights"):
-            log(f"  {s['notebook']}: " + (f"rendered up to {s['stopped_for_weights'].split(':')[0]}, which needs "
-                                          "weights; " if s.get("stopped_for_weights") else "") +
-                (f"needs the weights of {', '.join(Path(r).name for r in s['weights_missing'])}" if
-                 s.get("weights_missing") else "needs runs that are not trained here") +
-                f" (`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them); its tables "
-                f"are rebuilt from records, the figures it could not draw and its executed notebook are kept as "
-                f"committed (this render's notebook: outputs/{tier}/.render/notebooks/{s['notebook']}.ipynb)")
+        command = f"`python -m memlib reproduce --tier {tier} --only {s['notebook']}` trains them"
+        names = ", ".join(Path(r).name for r in s.get("weights_missing", []))
+        if s.get("stopped_for_weights"):
+            log(f"  {s['notebook']}: rendered up to {s['stopped_for_weights'].split(':')[0]}, which needs weights; "
+                + (f"needs the weights of {names}" if names else "needs runs that are not trained here") +
+                f" ({command}); its tables are rebuilt from records, the figures it could not draw and its executed "
+                f"notebook are kept as committed (this render's notebook: "
+                f"outputs/{tier}/.render/notebooks/{s['notebook']}.ipynb)")
+        elif names:
+            log(f"  {s['notebook']}: ran to its end without the weights of {names}; what needs them is marked as "
+                f"not yet evaluated ({command})")
     return report, statuses
 
 
